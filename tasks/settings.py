@@ -1,0 +1,315 @@
+"""One settings model for every flow: ``R1_*`` environment variables (nested with ``__``) or ``.env``.
+
+Validation happens here, before any cloud call, and reports one line per problem naming the
+environment variable, so a user can fix all of them in one go (see ``load_settings``).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tasks.skus import find_sku
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "R1_"
+NESTED_DELIMITER = "__"
+
+AZURE_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9]|-(?!-))*$")
+MAX_REQUEST_TIMEOUT_MS = 180_000
+
+# Azure regions whose data centres sit in the EU Data Boundary countries (EU + EFTA).
+EUROPEAN_REGIONS = [
+    "swedencentral",
+    "northeurope",
+    "westeurope",
+    "francecentral",
+    "germanywestcentral",
+    "italynorth",
+    "polandcentral",
+    "spaincentral",
+    "norwayeast",
+    "switzerlandnorth",
+]
+
+DEFAULT_IMAGE = (
+    "r1acr.azurecr.io/r1-vllm@sha256:"
+    "4b5f0c3e7d1a9b2c8e6f0a1d3c5b7e9f2a4c6e8b0d2f4a6c8e0b2d4f6a8c0e2f"
+)
+
+
+def check_azure_name(value: str) -> str:
+    """Azure's rule for endpoint and deployment names: 3-32 chars, a letter first, single dashes."""
+    if not 3 <= len(value) <= 32:
+        raise ValueError(f"{value!r} must be 3-32 characters long")
+    if not AZURE_NAME.match(value) or value.endswith("-"):
+        raise ValueError(
+            f"{value!r} must start with a letter and contain only letters, digits and single dashes"
+        )
+    return value
+
+
+class VllmEngineArgs(BaseModel):
+    """vLLM OpenAI-server arguments, typed so the planner and policy gate can reason about them."""
+
+    max_num_seqs: int = Field(64, ge=1, le=1024)
+    max_model_len: int = Field(8192, ge=256, le=131072)
+    gpu_memory_utilization: float = Field(0.90, gt=0.0, le=0.98)
+    enforce_eager: bool = False
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    reasoning_parser: Literal["deepseek_r1"] | None = "deepseek_r1"
+    extra_args: list[str] = Field(default_factory=list)
+
+    def to_cli(self, served_model_name: str | None = None) -> list[str]:
+        """The argument list that ends up in ``$VLLM_ARGS``."""
+        args = [
+            "--max-num-seqs", str(self.max_num_seqs),
+            "--max-model-len", str(self.max_model_len),
+            "--gpu-memory-utilization", str(self.gpu_memory_utilization),
+            "--dtype", self.dtype,
+        ]
+        if self.enforce_eager:
+            args.append("--enforce-eager")
+        if self.reasoning_parser:
+            args += ["--reasoning-parser", self.reasoning_parser]
+        if served_model_name:
+            args += ["--served-model-name", served_model_name]
+        return args + list(self.extra_args)
+
+    def to_env_value(self, served_model_name: str | None = None) -> str:
+        return shlex.join(self.to_cli(served_model_name))
+
+
+class Probe(BaseModel):
+    """An Azure ML probe, in seconds, with Azure's minimums."""
+
+    initial_delay: int = Field(10, ge=1)
+    period: int = Field(10, ge=1)
+    timeout: int = Field(2, ge=1)
+    success_threshold: int = Field(1, ge=1)
+    failure_threshold: int = Field(30, ge=1)
+
+    @property
+    def window_seconds(self) -> int:
+        """How long the probe waits before the deployment is declared failed."""
+        return self.initial_delay + self.period * self.failure_threshold
+
+
+class Probes(BaseModel):
+    liveness: Probe = Probe(initial_delay=600, period=10, timeout=2, failure_threshold=30)
+    readiness: Probe = Probe(initial_delay=60, period=10, timeout=2, failure_threshold=90)
+
+
+class Slo(BaseModel):
+    """Service-level objectives every gate judges against (pure function in ``tasks.slo``)."""
+
+    ttft_p95_ms: float = Field(3000.0, gt=0)
+    tpot_p95_ms: float = Field(150.0, gt=0)
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    min_goodput: float = Field(0.95, ge=0, le=1)  # share of requests meeting TTFT and TPOT and not failing
+    min_requests: int = Field(20, ge=1)  # fewer samples than this is "inconclusive", never a pass
+
+
+class Autoscale(BaseModel):
+    """Azure Monitor autoscale policy for the serving deployment."""
+
+    enabled: bool = True
+    minimum: int = Field(1, ge=1, le=50)
+    maximum: int = Field(3, ge=1, le=50)
+    default: int = Field(1, ge=1, le=50)
+    gpu_scale_out_percent: float = Field(70.0, gt=0, le=100)
+    gpu_scale_in_percent: float = Field(20.0, ge=0, lt=100)
+    latency_p95_scale_out_ms: float = Field(10_000.0, gt=0)
+    window_minutes: int = Field(5, ge=1, le=60)
+    scale_out_cooldown_minutes: int = Field(5, ge=1)
+    scale_in_cooldown_minutes: int = Field(15, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscale:
+        if not self.minimum <= self.default <= self.maximum:
+            raise ValueError("autoscale needs minimum <= default <= maximum")
+        if self.gpu_scale_in_percent >= self.gpu_scale_out_percent:
+            raise ValueError("autoscale gpu_scale_in_percent must be below gpu_scale_out_percent")
+        return self
+
+
+class Workload(BaseModel):
+    """What the capacity planner plans for: typical request sizes and the expected decode rate."""
+
+    prompt_tokens: int = Field(512, ge=1)
+    output_tokens: int = Field(750, ge=1)  # the guide's max_tokens; R1 thinks first, so answers are long
+    decode_tokens_per_s: float = Field(30.0, gt=0)  # per sequence under load
+    model_load_seconds: float = Field(300.0, gt=0)  # image pull + weight load on a cold instance
+
+
+class Waiver(BaseModel):
+    """An explicit, reasoned exception to one policy rule; an expired waiver is itself an error."""
+
+    rule: str
+    reason: str = Field(min_length=3)
+    expires: date | None = None
+
+
+class Settings(BaseSettings):
+    """Everything a flow needs, from ``R1_*`` variables or ``.env``. Secrets are ``SecretStr``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    target: Literal["local", "azure"] = "local"
+    subscription_id: str = "00000000-0000-0000-0000-000000000000"
+    resource_group: str = "rg-r1"
+    workspace: str = "ws-r1"
+    allowed_regions: list[str] = Field(default_factory=lambda: list(EUROPEAN_REGIONS))
+    region: str = "swedencentral"
+    endpoint_name: str = "r1-prod"
+    auth_mode: Literal["aad_token", "key", "aml_token"] = "aad_token"
+    image: str = DEFAULT_IMAGE
+    model_id: str = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
+    model_revision: str = "main"
+    model_supply: Literal["registered-asset", "baked-in-image", "hub-at-start"] = "registered-asset"
+    model_asset: str = "deepseek-r1-distill-llama-8b:1"  # name:version of the registered model asset
+    model_config_path: Path | None = None  # a HF config.json for the capacity planner
+    instance_type: str = "Standard_NC24ads_A100_v4"
+    instance_count: int = 1
+    max_concurrent_requests_per_instance: int = Field(32, ge=1)
+    request_timeout_ms: int = Field(90_000, ge=1)
+    traffic_steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    bake_seconds: float = Field(60.0, ge=0)
+    mirror_percent: int = 0
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+    egress_public_network_access: Literal["enabled", "disabled"] = "disabled"
+    public_network_access: Literal["enabled", "disabled"] = "disabled"
+    app_insights_enabled: bool = False
+    key_rotation_days: int | None = Field(None, ge=1)  # only meaningful with auth_mode=key
+    keep_old_warm: bool = False
+    require_approval: bool = False
+    approval_timeout_seconds: int = Field(3600, ge=1)
+    emulator_state_dir: Path = REPO_ROOT / ".r1" / "emulator"
+    reports_dir: Path = REPO_ROOT / "reports"
+    policy_waivers: list[Waiver] = Field(default_factory=list)
+    hf_token: SecretStr | None = None  # only for model_supply=hub-at-start, which the gate flags
+
+    vllm: VllmEngineArgs = VllmEngineArgs()
+    probes: Probes = Probes()
+    slo: Slo = Slo()
+    autoscale: Autoscale = Autoscale()
+    workload: Workload = Workload()
+
+    @field_validator("endpoint_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_azure_name(v)
+
+    @field_validator("request_timeout_ms")
+    @classmethod
+    def _timeout(cls, v: int) -> int:
+        if v > MAX_REQUEST_TIMEOUT_MS:
+            raise ValueError(f"{v} exceeds Azure's maximum of {MAX_REQUEST_TIMEOUT_MS} ms")
+        return v
+
+    @field_validator("traffic_steps")
+    @classmethod
+    def _steps(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("needs at least one step")
+        if any(s <= 0 or s > 100 for s in v):
+            raise ValueError(f"{v}: each step must be within 1-100")
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"{v} must be strictly increasing")
+        if v[-1] != 100:
+            raise ValueError(f"{v} must end at 100")
+        return v
+
+    @field_validator("mirror_percent")
+    @classmethod
+    def _mirror(cls, v: int) -> int:
+        if not 0 <= v <= 50:
+            raise ValueError(f"{v} must be within 0-50 (Azure mirrors at most 50 %)")
+        return v
+
+    @field_validator("instance_count")
+    @classmethod
+    def _count(cls, v: int) -> int:
+        if not 1 <= v <= 50:
+            raise ValueError(f"{v} must be within 1-50 instances per deployment")
+        return v
+
+    @field_validator("instance_type")
+    @classmethod
+    def _sku(cls, v: str) -> str:
+        sku = find_sku(v)
+        if sku is None:
+            raise ValueError(f"{v!r} is not a known GPU SKU for managed online endpoints")
+        return sku.name
+
+    @field_validator("allowed_regions")
+    @classmethod
+    def _regions(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must name at least one region")
+        return [r.lower() for r in v]
+
+    @field_validator("region")
+    @classmethod
+    def _region_allowed(cls, v: str, info: ValidationInfo) -> str:
+        allowed = info.data.get("allowed_regions")
+        if allowed is not None and v.lower() not in allowed:
+            raise ValueError(f"{v!r} is not in R1_ALLOWED_REGIONS {allowed}")
+        return v.lower()
+
+    @property
+    def sku(self):
+        return find_sku(self.instance_type)
+
+
+class SettingsError(Exception):
+    """Invalid settings: ``problems`` holds one human line per problem, naming the variable."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def env_var_name(loc: tuple) -> str:
+    """``("vllm", "max_num_seqs")`` -> ``R1_VLLM__MAX_NUM_SEQS``; list indices name their parent."""
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + NESTED_DELIMITER.join(p.upper() for p in parts) if parts else ENV_PREFIX
+
+
+def describe_validation_error(err: ValidationError) -> list[str]:
+    """One line per problem; never echoes a secret's value."""
+    lines = []
+    for e in err.errors(include_input=False, include_url=False):
+        msg = e["msg"].removeprefix("Value error, ")
+        name = env_var_name(e["loc"]) if e["loc"] else "settings"
+        lines.append(f"{name}: {msg}")
+    return lines
+
+
+def load_settings(**overrides) -> Settings:
+    """Build and validate settings; raise ``SettingsError`` listing every problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        raise SettingsError(describe_validation_error(err)) from None
