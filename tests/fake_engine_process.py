@@ -1,0 +1,82 @@
+"""Start real fake-engine processes for tests (shared by the engine and gateway tests)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from emulator.engines.fake import REPO_ROOT, instance_command
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class EngineProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def metric(self, name: str) -> float:
+        """The first sample of a metric in the engine's /metrics (labels ignored)."""
+        return metric_value(httpx.get(f"{self.url}/metrics").text, name)
+
+    def counter(self, path: str | None = None) -> int:
+        """Requests the engine has seen (on ``path``, or on any path but /metrics and /health)."""
+        total = 0
+        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
+            if line.startswith("fake_engine_http_requests_total{"):
+                seen_path = line.split('path="', 1)[1].split('"', 1)[0]
+                if (path is None and seen_path not in ("/metrics", "/health")) or seen_path == path:
+                    total += int(float(line.rsplit(" ", 1)[1]))
+        return total
+
+
+def metric_value(text: str, name: str) -> float:
+    """The first sample of ``name`` in Prometheus text (labels ignored)."""
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    raise KeyError(name)
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"fake engine exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("fake engine did not start listening")
+
+
+@contextmanager
+def fake_engine(knobs: Mapping[str, str] | None = None) -> Iterator[EngineProcess]:
+    """A fake engine process on a free loopback port, configured like a deployment's environment."""
+    port = free_port()
+    deployment_env = {"FAKE_ENGINE_ACCESS_LOG": "0", **(knobs or {})}
+    argv, extra = instance_command(port, deployment_env)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKE_ENGINE_")}
+    process = subprocess.Popen(argv, env={**env, **deployment_env, **extra}, stdout=subprocess.DEVNULL)
+    try:
+        _wait_listening(port, process)
+        yield EngineProcess(f"http://127.0.0.1:{port}", process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
