@@ -46,6 +46,16 @@ EUROPEAN_REGIONS = [
     "switzerlandnorth",
 ]
 
+# The vLLM release the serving image is built FROM, pinned by digest (override with R1_BASE_IMAGE
+# after verifying the digest of the release you have tested: `docker buildx imagetools inspect`).
+DEFAULT_BASE_IMAGE = (
+    "vllm/vllm-openai@sha256:"
+    "0a51ea5b4ae2dc5d81890e5173f54203d2a3ae0cfffe51b8fd2afd4391bfd967"
+)
+# Names the deployment's environment variables set from settings; R1_ENVIRONMENT_VARIABLES may not.
+RESERVED_ENV_VARS = ("MODEL_NAME", "MODEL_PATH", "VLLM_ARGS")
+MODEL_ASSET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}:[A-Za-z0-9][A-Za-z0-9._-]*$")
+
 DEFAULT_IMAGE = (
     "r1acr.azurecr.io/r1-vllm@sha256:"
     "4b5f0c3e7d1a9b2c8e6f0a1d3c5b7e9f2a4c6e8b0d2f4a6c8e0b2d4f6a8c0e2f"
@@ -66,7 +76,7 @@ def check_azure_name(value: str) -> str:
 class VllmEngineArgs(BaseModel):
     """vLLM OpenAI-server arguments, typed so the planner and policy gate can reason about them."""
 
-    max_num_seqs: int = Field(64, ge=1, le=1024)
+    max_num_seqs: int = Field(256, ge=1, le=1024)  # the capacity planner's recommendation
     max_model_len: int = Field(8192, ge=256, le=131072)
     gpu_memory_utilization: float = Field(0.90, gt=0.0, le=0.98)
     enforce_eager: bool = False
@@ -184,16 +194,18 @@ class Settings(BaseSettings):
     region: str = "swedencentral"
     endpoint_name: str = "r1-prod"
     auth_mode: Literal["aad_token", "key", "aml_token"] = "aad_token"
-    image: str = DEFAULT_IMAGE
+    image: str = DEFAULT_IMAGE  # the serving image built from docker/Dockerfile, in the workspace ACR
+    base_image: str = DEFAULT_BASE_IMAGE  # docker/Dockerfile's FROM
     model_id: str = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
     model_revision: str = "main"
     model_supply: Literal["registered-asset", "baked-in-image", "hub-at-start"] = "registered-asset"
     model_asset: str = "deepseek-r1-distill-llama-8b:1"  # name:version of the registered model asset
+    model_mount_path: str = "/var/azureml-app/models/r1"  # where Azure mounts that asset in the container
     model_config_path: Path | None = None  # a HF config.json for the capacity planner
     instance_type: str = "Standard_NC24ads_A100_v4"
     instance_count: int = 1
-    max_concurrent_requests_per_instance: int = Field(32, ge=1)
-    request_timeout_ms: int = Field(90_000, ge=1)
+    max_concurrent_requests_per_instance: int = Field(256, ge=1)  # = vllm.max_num_seqs
+    request_timeout_ms: int = Field(84_000, ge=1)  # the planner's recommendation
     traffic_steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
     bake_seconds: float = Field(60.0, ge=0)
     mirror_percent: int = 0
@@ -220,6 +232,45 @@ class Settings(BaseSettings):
     @classmethod
     def _name(cls, v: str) -> str:
         return check_azure_name(v)
+
+    @field_validator("model_asset")
+    @classmethod
+    def _asset(cls, v: str) -> str:
+        v = v.removeprefix("azureml:")
+        if not MODEL_ASSET.match(v):
+            raise ValueError(
+                f"{v!r} must be <name>:<version> with an explicit version (a label such as @latest "
+                "makes the SDK resolve it with extra calls and can change under a running rollout)"
+            )
+        return v
+
+    @field_validator("model_mount_path")
+    @classmethod
+    def _mount(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"{v!r} must be an absolute path inside the container")
+        return v
+
+    @field_validator("image", "base_image")
+    @classmethod
+    def _image_ref(cls, v: str) -> str:
+        if not v or any(c.isspace() for c in v):
+            raise ValueError(f"{v!r} is not an image reference")
+        return v
+
+    @field_validator("environment_variables")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        clash = sorted(set(v) & set(RESERVED_ENV_VARS))
+        if clash:
+            raise ValueError(
+                f"sets {', '.join(clash)}, which the plan derives from R1_MODEL_ID, R1_MODEL_SUPPLY and "
+                "R1_VLLM__*; change those settings instead"
+            )
+        bad = [k for k in v if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+        if bad:
+            raise ValueError(f"{bad} are not valid environment variable names")
+        return v
 
     @field_validator("request_timeout_ms")
     @classmethod
