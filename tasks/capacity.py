@@ -48,6 +48,7 @@ class CapacityPlan:
     kv_cache_bytes: int
     kv_tokens: int
     max_model_len: int
+    model_max_position_embeddings: int
     tokens_per_request: int
     max_concurrent_sequences: int  # expected-size requests whose KV fits at once
     recommended_max_num_seqs: int
@@ -109,6 +110,7 @@ def plan_capacity(
         kv_cache_bytes=kv_bytes,
         kv_tokens=kv_tokens,
         max_model_len=max_len,
+        model_max_position_embeddings=arch.max_position_embeddings,
         tokens_per_request=tokens_per_request,
         max_concurrent_sequences=fit,
         recommended_max_num_seqs=floor_power_of_two(min(fit, VLLM_MAX_NUM_SEQS_CAP)),
