@@ -1,0 +1,73 @@
+"""``python -m emulator [--state-dir DIR] [--port 0] [--location L] [--realistic] [--detach]``
+and ``python -m emulator stop --state-dir DIR``. See docs/emulator.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from emulator import process, rules
+from emulator.server import QUOTA_ENV, Options, serve
+
+DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent / ".r1" / "emulator"
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m emulator", description="Local Azure ML emulator.")
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    p.add_argument("--port", type=int, default=0, help="ARM listener port (0: previous or any free)")
+    p.add_argument("--gateway-port", type=int, default=0, help="scoring gateway port (0: previous or any free)")
+    p.add_argument("--location", default="swedencentral")
+    p.add_argument("--realistic", action="store_true", help="pace LROs and provisioning like Azure, for demos")
+    p.add_argument("--gpu-quota-cores", type=int,
+                   default=int(os.environ.get(QUOTA_ENV, rules.DEFAULT_GPU_QUOTA_CORES)),
+                   help=f"regional GPU core quota (env {QUOTA_ENV}; default: two single-A100 deployments)")
+    p.add_argument("--subscription-id", default="00000000-0000-0000-0000-000000000000")
+    p.add_argument("--resource-group", default="rg-r1")
+    p.add_argument("--workspace", default="ws-r1")
+    p.add_argument("--detach", action="store_true", help="start in the background; return when ready")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["stop"]:
+        p = argparse.ArgumentParser(prog="python -m emulator stop")
+        p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+        args = p.parse_args(argv[1:])
+        stopped = process.stop(args.state_dir)
+        print("stopped" if stopped else f"no emulator running on {args.state_dir}", file=sys.stderr)
+        return 0
+    args = _run_parser().parse_args(argv)
+    if args.gpu_quota_cores < 0:
+        print("error: --gpu-quota-cores must not be negative", file=sys.stderr)
+        return 2
+    if args.detach:
+        forwarded = [a for a in argv if a != "--detach"]
+        try:
+            conn = process.start_detached(args.state_dir, [a for a in forwarded if a])
+        except process.EmulatorError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(json.dumps(conn, indent=2))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    opts = Options(
+        state_dir=args.state_dir, port=args.port, gateway_port=args.gateway_port,
+        location=args.location.lower(), realistic=args.realistic, gpu_quota_cores=args.gpu_quota_cores,
+        subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace,
+    )
+    try:
+        asyncio.run(serve(opts))
+    except process.EmulatorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,487 @@
+"""The ARM control plane: the slice of Azure Resource Manager that azure-ai-ml and azure-mgmt-monitor use.
+
+Paths are matched case-insensitively and any api-version is accepted. Long-running operations
+answer with ``Azure-AsyncOperation`` (+ ``Location`` for deletes and actions); polls report the
+real state at once, with a fractional Retry-After only on InProgress polls (never on a 202).
+Every ARM call needs a bearer token this emulator issued for a management audience.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from emulator import resources, rules
+from emulator.faults import FaultInjector, Faults
+from emulator.layout import StateDir
+from emulator.rules import ArmError
+from emulator.runtime import Outcome, Runtime
+from emulator.store import Store
+from emulator.tokens import Issuer, TokenError, new_key
+from tasks.skus import find_sku
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "x-emulator-secret"
+_WS = (r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
+       r"/providers/microsoft\.machinelearningservices/workspaces/(?P<ws>[^/]+)")
+_EP = _WS + r"/onlineendpoints/(?P<ep>[^/]+)"
+_DEP = _EP + r"/deployments/(?P<dep>[^/]+)"
+_ASSET = _WS + r"/(?P<kind>environments|models)/(?P<name>[^/]+)/versions/(?P<version>[^/]+)"
+_AUTOSCALE = (r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
+              r"/providers/microsoft\.insights/autoscalesettings")
+_OPS = (r"/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.machinelearningservices"
+        r"/locations/(?P<loc>[^/]+)/(?P<which>mfeoperationsstatus|mfeoperationresults)/(?P<op>[^/]+)")
+_OP_API = "api-version=2023-04-01-preview"
+
+
+def error_response(err: ArmError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": err.code, "message": err.message}}, err.status, headers=headers)
+
+
+@dataclass
+class Operation:
+    target: str
+    status: str = "InProgress"  # InProgress | Succeeded | Failed | Canceled
+    error: tuple[str, str] | None = None
+    ready_at: float = 0.0  # --realistic pacing: InProgress until then
+    started: str = ""
+
+
+class ControlPlane:
+    def __init__(self, state: StateDir, store: Store, issuer: Issuer, faults: FaultInjector,
+                 location: str, gpu_quota_cores: int, realistic: bool):
+        self.state, self.store, self.issuer, self.faults = state, store, issuer, faults
+        self.location = location
+        self.gpu_quota_cores = gpu_quota_cores
+        self.realistic = realistic
+        self.scoring_base = ""
+        self.version = 0  # bumped on every change the gateway may care about
+        self.runtime = Runtime(state.instance_logs, self._on_outcome, self._changed)
+        self._ops: dict[str, Operation] = {}
+        store.on_change(self._changed)
+        self._routes: list[tuple[str, re.Pattern, Callable[..., Awaitable[Response]]]] = [
+            (m, re.compile(p + r"/?$", re.IGNORECASE), h) for m, p, h in [
+                ("GET", _WS, self.get_workspace),
+                ("GET", _WS + "/onlineendpoints", self.list_endpoints),
+                ("PUT", _EP, self.put_endpoint),
+                ("GET", _EP, self.get_endpoint),
+                ("DELETE", _EP, self.delete_endpoint),
+                ("POST", _EP + "/listkeys", self.list_keys),
+                ("POST", _EP + "/regeneratekeys", self.regenerate_keys),
+                ("POST", _EP + "/token", self.get_token),
+                ("GET", _EP + "/deployments", self.list_deployments),
+                ("PUT", _DEP, self.put_deployment),
+                ("GET", _DEP, self.get_deployment),
+                ("DELETE", _DEP, self.delete_deployment),
+                ("POST", _DEP + "/getlogs", self.get_logs),
+                ("PUT", _ASSET, self.put_asset),
+                ("GET", _ASSET, self.get_asset),
+                ("GET", _AUTOSCALE, self.list_autoscale),
+                ("PUT", _AUTOSCALE + r"/(?P<name>[^/]+)", self.put_autoscale),
+                ("GET", _AUTOSCALE + r"/(?P<name>[^/]+)", self.get_autoscale),
+                ("PATCH", _AUTOSCALE + r"/(?P<name>[^/]+)", self.patch_autoscale),
+                ("DELETE", _AUTOSCALE + r"/(?P<name>[^/]+)", self.delete_autoscale),
+                ("GET", _OPS, self.get_operation),
+            ]
+        ]
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self.version += 1
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/_emulator/health", self.admin_health, methods=["GET"]),
+            Route("/_emulator/token", self.admin_token, methods=["POST"]),
+            Route("/_emulator/faults", self.admin_faults, methods=["GET", "POST", "DELETE"]),
+            Route("/_emulator/instances", self.admin_instances, methods=["GET"]),
+            Route("/{path:path}", self.dispatch, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
+        ])
+
+    async def dispatch(self, request: Request) -> Response:
+        path = request.url.path
+        fault = self.faults.next_error()
+        if fault:
+            status, code, headers = fault
+            return error_response(ArmError(status, code, f"Injected fault: {code} ({status})."), headers)
+        if not self._authenticated(request):
+            return error_response(ArmError(401, "InvalidAuthenticationToken",
+                                           "The access token is missing, invalid, expired or for another audience."))
+        matched_path = False
+        for method, pattern, handler in self._routes:
+            m = pattern.match(path)
+            if not m:
+                continue
+            matched_path = True
+            if method != request.method:
+                continue
+            try:
+                body = await self._body(request) if method in ("PUT", "POST", "PATCH") else {}
+                return await handler(body, **m.groupdict())
+            except ArmError as err:
+                return error_response(err)
+        if matched_path:
+            return error_response(ArmError(405, "MethodNotAllowed", f"{request.method} is not supported on {path}."))
+        return error_response(ArmError(404, "NoRegisteredProviderFound", f"The emulator does not serve {path}."))
+
+    def _authenticated(self, request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and self.issuer.verify(token, self.issuer.management_audiences) is not None
+
+    @staticmethod
+    async def _body(request: Request) -> dict:
+        raw = await request.body()
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise rules.bad_request("The request body is not valid JSON.", code="InvalidRequestContent") from None
+        if not isinstance(body, dict):
+            raise rules.bad_request("The request body must be a JSON object.", code="InvalidRequestContent")
+        return body
+
+    def _new_op(self, target: str, sub: str, done: bool, with_location: bool = False) -> dict[str, str]:
+        op_id = uuid.uuid4().hex
+        pace = 2.0 if self.realistic else 0.0
+        self._ops[op_id] = Operation(target.lower(), "Succeeded" if done else "InProgress",
+                                     ready_at=time.monotonic() + pace, started=resources.now_iso())
+        base = (f"{self.issuer.arm_url}/subscriptions/{sub}/providers/Microsoft.MachineLearningServices"
+                f"/locations/{self.location}")
+        headers = {"Azure-AsyncOperation": f"{base}/mfeOperationsStatus/{op_id}?{_OP_API}",
+                   "x-ms-async-operation-timeout": "PT1H"}
+        if with_location:
+            headers["Location"] = f"{base}/mfeOperationResults/{op_id}?{_OP_API}"
+        return headers
+
+    def _settle_ops(self, target: str, status: str, error: tuple[str, str] | None = None) -> None:
+        for op in self._ops.values():
+            if op.target == target.lower() and op.status == "InProgress":
+                op.status, op.error = status, error
+
+    def _on_outcome(self, deployment_id: str, outcome: Outcome) -> None:
+        dep = self.store.get(deployment_id)
+        if dep is not None:
+            dep["properties"]["provisioningState"] = outcome.state
+            self.store.put("deployment", dep["id"].rsplit("/deployments/", 1)[0], dep)
+        error = (outcome.code, outcome.message) if outcome.state == "Failed" else None
+        if error:
+            log.warning("deployment %s failed: %s", deployment_id, outcome.message)
+        self._settle_ops(deployment_id, outcome.state, error)
+
+    async def get_operation(self, body: dict, sub: str, loc: str, which: str, op: str) -> Response:
+        operation = self._ops.get(op)
+        if operation is None:
+            raise rules.not_found(f"Operation '{op}'")
+        status = operation.status
+        if status == "Succeeded" and time.monotonic() < operation.ready_at:
+            status = "InProgress"
+        if which.lower() == "mfeoperationresults":
+            return JSONResponse({}, 202 if status == "InProgress" else 200)
+        payload: dict = {"id": op, "name": op, "status": status, "startTime": operation.started}
+        headers = {}
+        if status == "InProgress":
+            headers["Retry-After"] = "1" if self.realistic else "0.05"
+        elif operation.error:
+            payload["error"] = {"code": operation.error[0], "message": operation.error[1]}
+        return JSONResponse(payload, headers=headers)
+
+    # ---- workspace, endpoints ------------------------------------------------------------
+
+    async def get_workspace(self, body: dict, sub: str, rg: str, ws: str) -> Response:
+        return JSONResponse(resources.workspace(sub, rg, ws, self.location))
+
+    def _endpoint(self, sub: str, rg: str, ws: str, ep: str) -> dict:
+        found = self.store.get(resources.workspace_id(sub, rg, ws) + f"/onlineEndpoints/{ep}")
+        if found is None:
+            raise rules.not_found(f"Online endpoint '{ep}'")
+        return found
+
+    def _present(self, endpoint: dict) -> dict:
+        return resources.present_endpoint(endpoint, self.scoring_base)
+
+    async def list_endpoints(self, body: dict, sub: str, rg: str, ws: str) -> Response:
+        items = self.store.children("endpoint", resources.workspace_id(sub, rg, ws))
+        return JSONResponse({"value": [self._present(e) for e in items]})
+
+    async def get_endpoint(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
+        return JSONResponse(self._present(self._endpoint(sub, rg, ws, ep)))
+
+    async def put_endpoint(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
+        rules.check_name("endpoint", ep)
+        wid = resources.workspace_id(sub, rg, ws)
+        eid = f"{wid}/onlineEndpoints/{ep}"
+        existing = self.store.get(eid)
+        if existing is None and self.store.by_name("endpoint", ep):
+            raise ArmError(409, "EndpointNameAlreadyExists",
+                           f"An online endpoint named '{ep}' already exists in region {self.location}; "
+                           "endpoint names must be unique in a region.")
+        new = resources.endpoint(existing["id"] if existing else eid, existing["name"] if existing else ep,
+                                 self.location, body, existing)
+        names = {d["name"].lower(): d["name"] for d in self.store.children("deployment", eid)}
+        props = new["properties"]
+        rules.check_traffic(props["traffic"], props["mirrorTraffic"], names)
+        props["traffic"] = {names[k.lower()]: v for k, v in props["traffic"].items()}
+        props["mirrorTraffic"] = {names[k.lower()]: v for k, v in props["mirrorTraffic"].items() if v}
+        with self.store.transaction():
+            self.store.put("endpoint", wid, new)
+            if existing is None:
+                self.store.set_keys(eid, new_key(), new_key())
+        headers = self._new_op(eid, sub, done=True)
+        return JSONResponse(self._present(new), 201 if existing is None else 200, headers=headers)
+
+    async def delete_endpoint(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
+        eid = resources.workspace_id(sub, rg, ws) + f"/onlineEndpoints/{ep}"
+        if self.store.get(eid) is None:
+            return Response(status_code=204)
+        for dep in self.store.children("deployment", eid):
+            self.runtime.remove(dep["id"])
+        self.store.delete(eid)
+        return Response(status_code=202, headers=self._new_op(eid, sub, done=True, with_location=True))
+
+    def _key_endpoint(self, sub: str, rg: str, ws: str, ep: str, mode: str) -> dict:
+        endpoint = self._endpoint(sub, rg, ws, ep)
+        if endpoint["properties"]["authMode"] != mode:
+            raise rules.bad_request(
+                f"Endpoint '{ep}' uses {endpoint['properties']['authMode']} authentication, not {mode}.",
+                code="UserError",
+            )
+        return endpoint
+
+    async def list_keys(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
+        endpoint = self._key_endpoint(sub, rg, ws, ep, "Key")
+        primary, secondary = self.store.keys(endpoint["id"]) or ("", "")
+        return JSONResponse({"primaryKey": primary, "secondaryKey": secondary})
+
+    async def regenerate_keys(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
+        endpoint = self._key_endpoint(sub, rg, ws, ep, "Key")
+        which = str(body.get("keyType", "")).lower()
+        if which not in ("primary", "secondary"):
+            raise rules.bad_request(f"keyType must be Primary or Secondary, got {body.get('keyType')!r}.")
+        primary, secondary = self.store.keys(endpoint["id"]) or (new_key(), new_key())
+        if which == "primary":
+            primary = new_key()
+        else:
+            secondary = new_key()
+        self.store.set_keys(endpoint["id"], primary, secondary)
+        return Response(status_code=202, headers=self._new_op(endpoint["id"], sub, done=True, with_location=True))
+
+    async def get_token(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
+        endpoint = self._key_endpoint(sub, rg, ws, ep, "AMLToken")
+        lifetime = self.faults.faults.aml_token_lifetime_seconds
+        token, expires = self.issuer.issue_aml_token(endpoint["id"], lifetime)
+        return JSONResponse({"accessToken": token, "tokenType": "Bearer", "expiryTimeUtc": expires,
+                             "refreshAfterTimeUtc": expires - lifetime // 2})
+
+    # ---- deployments ----------------------------------------------------------------------
+
+    async def list_deployments(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
+        endpoint = self._endpoint(sub, rg, ws, ep)
+        return JSONResponse({"value": self.store.children("deployment", endpoint["id"])})
+
+    async def get_deployment(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
+        endpoint = self._endpoint(sub, rg, ws, ep)
+        found = self.store.get(f"{endpoint['id']}/deployments/{dep}")
+        if found is None:
+            raise rules.not_found(f"Deployment '{dep}' of endpoint '{ep}'")
+        return JSONResponse(found)
+
+    def _asset(self, asset_id: str | None, what: str) -> dict:
+        found = self.store.get(asset_id) if asset_id and asset_id.startswith("/") else None
+        if found is None:
+            raise rules.bad_request(f"{what} '{asset_id}' was not found in this workspace.", code="UserError")
+        return found
+
+    def _quota_used(self, excluding: str) -> int:
+        used = 0
+        for d in self.store.all("deployment"):
+            sku = find_sku(d["properties"].get("instanceType") or "")
+            if sku and d["id"].lower() != excluding.lower():
+                used += rules.quota_cores(sku, d["sku"]["capacity"])
+        return used
+
+    async def put_deployment(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
+        endpoint = self._endpoint(sub, rg, ws, ep)
+        rules.check_name("deployment", dep)
+        did = f"{endpoint['id']}/deployments/{dep}"
+        existing = self.store.get(did)
+        if existing is None:
+            rules.check_deployment_count(len(self.store.children("deployment", endpoint["id"])))
+        props = body.get("properties") or {}
+        capacity = rules.check_instance_count((body.get("sku") or {}).get("capacity", 1))
+        sku = rules.check_instance_type(props.get("instanceType"))
+        resources.request_timeout_ms(props)
+        resources.max_concurrency(props)
+        environment = self._asset(props.get("environmentId"), "Environment")
+        if props.get("model"):
+            self._asset(props["model"], "Model")
+        rules.check_quota(sku, capacity, self._quota_used(did), self.gpu_quota_cores, self.location)
+        new = resources.deployment(existing["id"] if existing else did, existing["name"] if existing else dep,
+                                   self.location, body, existing, "Creating" if existing is None else "Updating")
+        fail = ("Provisioning failed: the deployment's instances could not be created (injected fault)."
+                if self.faults.provisioning_fails(dep) else None)
+        delay = self.faults.faults.provisioning_delay_seconds + (3.0 if self.realistic else 0.0)
+        spec = resources.run_spec(new, environment, fail, delay)
+        self.store.put("deployment", endpoint["id"], new)
+        self._settle_ops(did, "Canceled", ("OperationCanceled", "Superseded by a newer update of the deployment."))
+        provisioning = self.runtime.apply(spec)
+        if not provisioning:
+            new["properties"]["provisioningState"] = "Succeeded"
+            self.store.put("deployment", endpoint["id"], new)
+        headers = self._new_op(did, sub, done=not provisioning)
+        return JSONResponse(new, 201 if existing is None else 200, headers=headers)
+
+    async def delete_deployment(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
+        endpoint = self._endpoint(sub, rg, ws, ep)
+        did = f"{endpoint['id']}/deployments/{dep}"
+        if self.store.get(did) is None:
+            return Response(status_code=204)
+        rules.check_deletable(dep, endpoint["properties"]["traffic"], endpoint["properties"]["mirrorTraffic"])
+        self._settle_ops(did, "Canceled", ("OperationCanceled", "The deployment was deleted."))
+        self.store.delete(did)
+        self.runtime.remove(did)
+        return Response(status_code=202, headers=self._new_op(did, sub, done=True, with_location=True))
+
+    async def get_logs(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
+        endpoint = self._endpoint(sub, rg, ws, ep)
+        found = self.store.get(f"{endpoint['id']}/deployments/{dep}")
+        if found is None:
+            raise rules.not_found(f"Deployment '{dep}' of endpoint '{ep}'")
+        tail = body.get("tail", 5000)
+        if not isinstance(tail, int) or not 0 <= tail <= 10_000:
+            raise rules.bad_request(f"tail must be an integer 0-10000, got {tail!r}.")
+        container = str(body.get("containerType") or "InferenceServer")
+        if container.lower() == "inferenceserver":
+            return JSONResponse({"content": self.runtime.logs(found["id"], tail)})
+        if container.lower() == "storageinitializer":
+            model = found["properties"].get("model")
+            line = f"Model {model} is mounted read-only." if model else "No model to initialize."
+            return JSONResponse({"content": line})
+        raise rules.bad_request(f"containerType must be InferenceServer or StorageInitializer, got {container!r}.")
+
+    def restore(self) -> None:
+        """After a restart: bring back the instances of every deployment that was not Failed."""
+        for dep in self.store.all("deployment"):
+            if dep["properties"].get("provisioningState") == "Failed":
+                continue
+            environment = self.store.get(dep["properties"].get("environmentId") or "")
+            if environment is None:
+                continue
+            self.runtime.apply(resources.run_spec(dep, environment, None, 0.0))
+
+    # ---- environment and model versions --------------------------------------------------
+
+    async def put_asset(self, body: dict, sub: str, rg: str, ws: str, kind: str, name: str, version: str) -> Response:
+        wid = resources.workspace_id(sub, rg, ws)
+        segment = "environments" if kind.lower() == "environments" else "models"
+        aid = f"{wid}/{segment}/{name}/versions/{version}"
+        existing = self.store.get(aid)
+        props = body.get("properties") or {}
+        if segment == "environments" and not (props.get("image") or props.get("build")):
+            raise rules.bad_request(f"Environment {name}:{version} needs an image or a build context.")
+        new = resources.versioned_asset(existing["id"] if existing else aid, version, body, existing)
+        self.store.put(segment[:-1], f"{wid}/{segment}/{name}", new)
+        return JSONResponse(new, 201 if existing is None else 200)
+
+    async def get_asset(self, body: dict, sub: str, rg: str, ws: str, kind: str, name: str, version: str) -> Response:
+        aid = resources.workspace_id(sub, rg, ws) + f"/{kind}/{name}/versions/{version}"
+        found = self.store.get(aid)
+        if found is None:
+            raise rules.not_found(f"{kind[:-1].capitalize()} {name}:{version}")
+        return JSONResponse(found)
+
+    # ---- autoscale settings (Microsoft.Insights) -------------------------------------------
+
+    def _autoscale_id(self, sub: str, rg: str, name: str) -> str:
+        return resources.resource_group_id(sub, rg) + f"/providers/Microsoft.Insights/autoscalesettings/{name}"
+
+    async def list_autoscale(self, body: dict, sub: str, rg: str) -> Response:
+        return JSONResponse({"value": self.store.children("autoscale", resources.resource_group_id(sub, rg))})
+
+    async def get_autoscale(self, body: dict, sub: str, rg: str, name: str) -> Response:
+        found = self.store.get(self._autoscale_id(sub, rg, name))
+        if found is None:
+            raise rules.not_found(f"Autoscale setting '{name}'")
+        return JSONResponse(found)
+
+    async def put_autoscale(self, body: dict, sub: str, rg: str, name: str) -> Response:
+        aid = self._autoscale_id(sub, rg, name)
+        existing = self.store.get(aid)
+        new = resources.autoscale(existing["id"] if existing else aid, name, self.location, body)
+        self.store.put("autoscale", resources.resource_group_id(sub, rg), new)
+        return JSONResponse(new, 201 if existing is None else 200)
+
+    async def patch_autoscale(self, body: dict, sub: str, rg: str, name: str) -> Response:
+        aid = self._autoscale_id(sub, rg, name)
+        existing = self.store.get(aid)
+        if existing is None:
+            raise rules.not_found(f"Autoscale setting '{name}'")
+        merged = {**existing, "tags": body.get("tags", existing.get("tags")),
+                  "properties": {**existing["properties"], **(body.get("properties") or {})}}
+        new = resources.autoscale(existing["id"], existing["name"], self.location, merged)
+        self.store.put("autoscale", resources.resource_group_id(sub, rg), new)
+        return JSONResponse(new)
+
+    async def delete_autoscale(self, body: dict, sub: str, rg: str, name: str) -> Response:
+        aid = self._autoscale_id(sub, rg, name)
+        if self.store.get(aid) is None:
+            return Response(status_code=204)
+        self.store.delete(aid)
+        return Response(status_code=200)
+
+    # ---- loopback admin routes -------------------------------------------------------------
+
+    def _admin(self, request: Request) -> None:
+        if not self.issuer.check_client_secret(request.headers.get(SECRET_HEADER)):
+            raise ArmError(401, "InvalidClientSecret", f"The {SECRET_HEADER} header is missing or wrong.")
+
+    async def admin_health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def admin_token(self, request: Request) -> Response:
+        try:
+            self._admin(request)
+            body = await self._body(request)
+            lifetime = body.get("lifetime_seconds", 3600)
+            if not isinstance(lifetime, int):
+                raise rules.bad_request("lifetime_seconds must be an integer.")
+            token, expires = self.issuer.issue(str(body.get("scope", "")), lifetime)
+        except ArmError as err:
+            return error_response(err)
+        except TokenError as err:
+            return error_response(rules.bad_request(str(err), code="invalid_scope"))
+        return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_on": expires})
+
+    async def admin_faults(self, request: Request) -> Response:
+        try:
+            self._admin(request)
+            if request.method == "POST":
+                self.faults.set(Faults.model_validate(await self._body(request)))
+            elif request.method == "DELETE":
+                self.faults.set(Faults())
+        except ArmError as err:
+            return error_response(err)
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            return error_response(rules.bad_request(f"Invalid faults: {problems}", code="InvalidFaults"))
+        return JSONResponse(self.faults.faults.model_dump())
+
+    async def admin_instances(self, request: Request) -> Response:
+        try:
+            self._admin(request)
+        except ArmError as err:
+            return error_response(err)
+        return JSONResponse({d["id"]: self.runtime.instance_info(d["id"]) for d in self.store.all("deployment")})

@@ -1,0 +1,150 @@
+"""Run the emulator: the ARM listener and the scoring gateway listener, both HTTPS on loopback.
+
+One asyncio loop holds everything (SQLite, the runtime, both uvicorn servers); SIGTERM and SIGINT
+stop the servers, then every instance, then remove connection.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+
+from emulator import rules
+from emulator.arm import ControlPlane
+from emulator.certs import ensure_certificates
+from emulator.directory import Directory
+from emulator.faults import FaultInjector, Faults
+from emulator.layout import StateDir, write_json_atomic
+from emulator.process import hold_lock
+from emulator.store import Store
+from emulator.tokens import Issuer
+
+log = logging.getLogger("emulator")
+FAULTS_ENV = "R1_EMULATOR_FAULTS"
+QUOTA_ENV = "R1_EMULATOR_GPU_QUOTA_CORES"
+
+
+@dataclass(frozen=True)
+class Options:
+    state_dir: Path
+    port: int = 0
+    gateway_port: int = 0
+    location: str = "swedencentral"
+    realistic: bool = False
+    gpu_quota_cores: int = rules.DEFAULT_GPU_QUOTA_CORES
+    subscription_id: str = "00000000-0000-0000-0000-000000000000"
+    resource_group: str = "rg-r1"
+    workspace: str = "ws-r1"
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the emulator (two servers share one loop)."""
+
+    def capture_signals(self):  # type: ignore[override]
+        return contextlib.nullcontext()
+
+
+def _bind(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1024)
+    sock.set_inheritable(False)
+    return sock
+
+
+def _bind_preferring(port: int, previous: int | None) -> socket.socket:
+    """Bind ``port``; with 0, try the port of the previous run first so URLs survive a restart."""
+    if port == 0 and previous:
+        with contextlib.suppress(OSError):
+            return _bind(previous)
+    return _bind(port)
+
+
+def _gateway_app(directory: Directory):
+    try:
+        from emulator.gateway import create_gateway_app
+    except ImportError as err:
+        log.warning("scoring gateway unavailable (%s): answering 503", err)
+
+        async def unavailable(request):
+            return JSONResponse({"error": {"code": "ServiceUnavailable", "message": "No scoring gateway."}}, 503)
+
+        from starlette.routing import Route
+
+        return Starlette(routes=[Route("/{path:path}", unavailable, methods=["GET", "POST", "PUT", "DELETE"])])
+    return create_gateway_app(directory)
+
+
+def _previous_ports(state: StateDir) -> tuple[int | None, int | None]:
+    try:
+        conn = json.loads(state.connection.read_text())
+        return int(conn["arm_url"].rsplit(":", 1)[1]), int(conn["scoring_base"].rsplit(":", 1)[1])
+    except (OSError, ValueError, KeyError):
+        return None, None
+
+
+def _uvicorn(app, state: StateDir) -> _Server:
+    return _Server(uvicorn.Config(
+        app, ssl_certfile=str(state.server_cert), ssl_keyfile=str(state.server_key),
+        log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
+        timeout_graceful_shutdown=3,
+    ))
+
+
+async def serve(opts: Options) -> None:
+    state = StateDir(opts.state_dir.resolve())
+    state.root.mkdir(parents=True, exist_ok=True)
+    with hold_lock(state):
+        previous_arm, previous_gateway = _previous_ports(state)
+        state.connection.unlink(missing_ok=True)
+        ensure_certificates(state)
+        arm_sock = _bind_preferring(opts.port, previous_arm)
+        gateway_sock = _bind_preferring(opts.gateway_port, previous_gateway)
+        arm_url = f"https://127.0.0.1:{arm_sock.getsockname()[1]}"
+        store = Store(state.database)
+        faults = FaultInjector(Faults.model_validate_json(os.environ.get(FAULTS_ENV) or "{}"))
+        control = ControlPlane(state, store, Issuer(state, arm_url), faults, opts.location,
+                               opts.gpu_quota_cores, opts.realistic)
+        control.scoring_base = f"https://127.0.0.1:{gateway_sock.getsockname()[1]}"
+        servers = [(_uvicorn(control.app(), state), arm_sock),
+                   (_uvicorn(_gateway_app(Directory(control)), state), gateway_sock)]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
+        try:
+            while not all(server.started for server, _ in servers):
+                if any(t.done() for t in tasks):
+                    raise RuntimeError("a listener failed to start; see the log above")
+                await asyncio.sleep(0.02)
+            control.restore()
+            write_json_atomic(state.connection, {
+                "arm_url": arm_url, "ca_cert": str(state.ca_cert),
+                "subscription_id": opts.subscription_id, "resource_group": opts.resource_group,
+                "workspace": opts.workspace, "location": opts.location,
+                "scoring_base": control.scoring_base, "pid": os.getpid(),
+            })
+            log.info("emulator ready: ARM %s, scoring %s, state %s", arm_url, control.scoring_base, state.root)
+            await stop.wait()
+            log.info("stopping")
+        finally:
+            state.connection.unlink(missing_ok=True)
+            for server, _ in servers:
+                server.should_exit = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await control.runtime.close()
+            store.close()
+            log.info("stopped")

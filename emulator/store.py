@@ -1,0 +1,113 @@
+"""ARM state in SQLite (WAL, one transaction per change), keyed by lower-cased ARM id.
+
+Resource bodies are stored as the JSON the API returns, so a restart serves exactly what was there.
+Endpoint keys live in their own table: this file is the emulator's key store.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    id TEXT PRIMARY KEY,          -- lower-cased ARM id
+    kind TEXT NOT NULL,           -- endpoint | deployment | environment | model | autoscale
+    parent TEXT NOT NULL,         -- lower-cased id of the containing scope or resource
+    name TEXT NOT NULL,           -- lower-cased resource name
+    body TEXT NOT NULL            -- the JSON the API answers with
+);
+CREATE INDEX IF NOT EXISTS resources_parent ON resources(kind, parent);
+CREATE INDEX IF NOT EXISTS resources_name ON resources(kind, name);
+CREATE TABLE IF NOT EXISTS endpoint_keys (
+    endpoint TEXT PRIMARY KEY,    -- lower-cased endpoint id
+    primary_key TEXT NOT NULL,
+    secondary_key TEXT NOT NULL
+);
+"""
+
+
+class Store:
+    def __init__(self, path: Path):
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._listeners: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        self._db.close()
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        for listener in self._listeners:
+            listener()
+
+    def get(self, resource_id: str) -> dict | None:
+        row = self._db.execute("SELECT body FROM resources WHERE id = ?", (resource_id.lower(),)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def children(self, kind: str, parent: str) -> list[dict]:
+        rows = self._db.execute(
+            "SELECT body FROM resources WHERE kind = ? AND parent = ? ORDER BY rowid",
+            (kind, parent.lower()),
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    def all(self, kind: str) -> list[dict]:
+        rows = self._db.execute("SELECT body FROM resources WHERE kind = ? ORDER BY rowid", (kind,))
+        return [json.loads(r[0]) for r in rows]
+
+    def by_name(self, kind: str, name: str) -> list[dict]:
+        rows = self._db.execute(
+            "SELECT body FROM resources WHERE kind = ? AND name = ?", (kind, name.lower())
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    def put(self, kind: str, parent: str, body: dict) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO resources(id, kind, parent, name, body) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                (body["id"].lower(), kind, parent.lower(), body["name"].lower(), json.dumps(body)),
+            )
+
+    def delete(self, resource_id: str) -> None:
+        """Delete a resource and everything under it (an endpoint's deployments and keys)."""
+        rid = resource_id.lower()
+        with self.transaction():
+            self._db.execute("DELETE FROM resources WHERE id = ? OR parent = ?", (rid, rid))
+            self._db.execute("DELETE FROM endpoint_keys WHERE endpoint = ?", (rid,))
+
+    def keys(self, endpoint_id: str) -> tuple[str, str] | None:
+        row = self._db.execute(
+            "SELECT primary_key, secondary_key FROM endpoint_keys WHERE endpoint = ?",
+            (endpoint_id.lower(),),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set_keys(self, endpoint_id: str, primary: str, secondary: str) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO endpoint_keys(endpoint, primary_key, secondary_key) VALUES (?, ?, ?) "
+                "ON CONFLICT(endpoint) DO UPDATE SET primary_key = excluded.primary_key, "
+                "secondary_key = excluded.secondary_key",
+                (endpoint_id.lower(), primary, secondary),
+            )

@@ -1,0 +1,168 @@
+"""The one client factory: the only code that knows whether we talk to Azure or the local emulator.
+
+``R1_TARGET=azure``: public cloud clients with ``DefaultAzureCredential``.
+``R1_TARGET=local``: the same SDK clients pointed at the emulator from its connection.json — custom
+cloud metadata (all six keys, a cloud name unique to the URL), the emulator's CA for TLS, fast LRO
+polling, and a credential that asks the emulator for tokens with the client secret in its state dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from azure.core.credentials import AccessToken
+from pydantic import SecretStr
+
+from emulator import process
+from emulator.layout import StateDir
+from tasks.settings import Settings
+
+LOCAL_POLL_INTERVAL_S = 0.05
+_TOKEN_REFRESH_MARGIN_S = 300
+
+
+class EmulatorUnavailable(RuntimeError):
+    """R1_TARGET=local but no emulator runs on the state dir (start one, or use ensure_emulator)."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    arm_url: str
+    ca_cert: str
+    location: str
+    scoring_base: str
+    state_dir: Path
+
+
+def connection(settings: Settings) -> Connection:
+    """The running emulator's connection.json for ``settings.emulator_state_dir``."""
+    state = StateDir(Path(settings.emulator_state_dir).resolve())
+    conn = process.connection(state)
+    if conn is None:
+        raise EmulatorUnavailable(
+            f"no emulator is running on {state.root}; start one with "
+            f"`python -m emulator --state-dir {state.root} --detach`"
+        )
+    return Connection(conn["arm_url"].rstrip("/"), conn["ca_cert"], conn["location"], conn["scoring_base"],
+                      state.root)
+
+
+def ensure_emulator(settings: Settings) -> Connection:
+    """Start an emulator in the background for the state dir unless one is running; return its connection."""
+    if settings.target != "local":
+        raise ValueError("ensure_emulator is only meaningful for R1_TARGET=local")
+    state_dir = Path(settings.emulator_state_dir).resolve()
+    if process.connection(StateDir(state_dir)) is None:
+        try:
+            process.start_detached(state_dir, ["--location", settings.region])
+        except process.EmulatorError:
+            if process.connection(StateDir(state_dir)) is None:  # lost a start race: fine if one runs
+                raise
+    return connection(settings)
+
+
+class EmulatorCredential:
+    """A TokenCredential that gets signed tokens from the emulator (its stand-in for Entra ID)."""
+
+    def __init__(self, arm_url: str, ca_cert: str, client_secret: SecretStr):
+        self._url = f"{arm_url}/_emulator/token"
+        self._verify = ca_cert
+        self._secret = client_secret
+        self._cache: dict[str, AccessToken] = {}
+        self._lock = threading.Lock()
+
+    def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
+                  enable_cae: bool = False, **kwargs) -> AccessToken:
+        if len(scopes) != 1:
+            raise ValueError(f"exactly one scope is supported, got {len(scopes)}")
+        scope = scopes[0]
+        with self._lock:
+            cached = self._cache.get(scope)
+            if cached and cached.expires_on - _TOKEN_REFRESH_MARGIN_S > time.time():
+                return cached
+            response = httpx.post(
+                self._url, json={"scope": scope}, verify=self._verify, timeout=30, trust_env=False,
+                headers={"x-emulator-secret": self._secret.get_secret_value()},
+            )
+            if response.status_code != 200:
+                raise RuntimeError(f"the emulator refused a token for {scope!r}: HTTP {response.status_code} "
+                                   f"{response.json().get('error', {}).get('message', '')}")
+            body = response.json()
+            token = AccessToken(body["access_token"], int(body["expires_on"]))
+            self._cache[scope] = token
+            return token
+
+    def close(self) -> None:
+        """Nothing to release; present because azure-core calls it on some paths."""
+
+
+def _local_credential(conn: Connection) -> EmulatorCredential:
+    secret = SecretStr(StateDir(conn.state_dir).client_secret.read_text().strip())
+    return EmulatorCredential(conn.arm_url, conn.ca_cert, secret)
+
+
+def credential(settings: Settings):
+    """The credential for management calls and aad_token scoring."""
+    if settings.target == "azure":
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+    return _local_credential(connection(settings))
+
+
+def scoring_ca(settings: Settings) -> str | bool:
+    """What httpx's ``verify=`` needs for scoring calls: the emulator's CA file, or True on Azure."""
+    return True if settings.target == "azure" else connection(settings).ca_cert
+
+
+def silence_poll_dots() -> None:
+    """azure-ai-ml prints a '.' to stdout per LRO poll; keep stdout clean for --json CLIs."""
+    from azure.ai.ml._utils._azureml_polling import AzureMLPolling
+    from azure.mgmt.core.polling.arm_polling import ARMPolling
+
+    AzureMLPolling.update_status = ARMPolling.update_status  # type: ignore[method-assign]
+
+
+def ml_client(settings: Settings):
+    from azure.ai.ml import MLClient
+
+    silence_poll_dots()
+    ids = (settings.subscription_id, settings.resource_group, settings.workspace)
+    if settings.target == "azure":
+        return MLClient(credential(settings), *ids)
+    from azure.ai.ml.constants._common import LROConfigurations
+
+    conn = connection(settings)
+    LROConfigurations.POLL_INTERVAL = LOCAL_POLL_INTERVAL_S  # deployment PUT / endpoint DELETE pollers
+    url = conn.arm_url + "/"
+    return MLClient(
+        _local_credential(conn), *ids,
+        cloud="R1Emulator" + hashlib.sha256(url.encode()).hexdigest()[:12],
+        cloud_metadata={
+            "azure_portal": "https://portal.azure.com/",
+            "resource_manager": url,
+            "active_directory": "https://login.microsoftonline.com/",
+            "aml_resource_id": "https://ml.azure.com/",
+            "storage_endpoint": "core.windows.net",
+            "registry_discovery_endpoint": url,
+        },
+        connection_verify=conn.ca_cert,
+        polling_interval=LOCAL_POLL_INTERVAL_S,
+    )
+
+
+def monitor_client(settings: Settings):
+    from azure.mgmt.monitor import MonitorManagementClient
+
+    if settings.target == "azure":
+        return MonitorManagementClient(credential(settings), settings.subscription_id)
+    conn = connection(settings)
+    return MonitorManagementClient(
+        _local_credential(conn), settings.subscription_id, base_url=conn.arm_url,
+        connection_verify=conn.ca_cert, polling_interval=LOCAL_POLL_INTERVAL_S,
+    )
