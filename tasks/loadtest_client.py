@@ -1,0 +1,363 @@
+"""The async load generator: closed or open loop over httpx, one ``RequestRecord`` per request.
+
+Open loop sends on a schedule fixed before the run (``tasks.loadtest_schedule``); a request that
+goes out late (busy client, concurrency cap) keeps its intended time, so its lateness is measured
+rather than hidden. Timestamps come from one monotonic clock (injectable for tests), relative to
+the run's start, and are taken once per network read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from tasks.loadtest_record import RequestRecord, StreamAccumulator
+from tasks.loadtest_schedule import iter_arrivals
+from tasks.loadtest_spec import LoadSpec, endpoint_path, request_body
+from tasks.scoring_auth import BearerProvider
+from tasks.smoke import DEPLOYMENT_HEADER
+
+Clock = Callable[[], float]
+SPIN_S = 0.002  # sleep until this close to an intended time, then yield-spin: asyncio timers are ms-coarse
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to send: a server root (``{base}/v1/...``), its auth, and optionally one deployment."""
+
+    base_url: str
+    auth: SecretStr | BearerProvider | None = None  # a key, or a provider of fresh tokens
+    deployment: str | None = None  # sets the azureml-model-deployment request header
+    verify: bool | str = True  # True, False, or a CA bundle path (the emulator's CA)
+
+    def __repr__(self) -> str:  # never show the key, even by accident
+        return f"Target(base_url={self.base_url!r}, deployment={self.deployment!r})"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        secret = self.auth() if callable(self.auth) else self.auth
+        if secret is not None:
+            headers["authorization"] = f"Bearer {secret.get_secret_value()}"
+        if self.deployment:
+            headers[DEPLOYMENT_HEADER] = self.deployment
+        return headers
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if isinstance(self.verify, str):
+            return ssl.create_default_context(cafile=self.verify)
+        return self.verify
+
+
+@dataclass
+class Progress:
+    sent: int = 0
+    done: int = 0
+    failed: int = 0
+
+
+@dataclass
+class LoadRun:
+    """A finished (or running) run: its records by index, and when it ran."""
+
+    spec: LoadSpec
+    started_at: str  # wall-clock ISO time of t=0
+    records: list[RequestRecord] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    model: str | None = None
+
+    def measured(self) -> list[RequestRecord]:
+        return [r for r in self.records if not r.warmup]
+
+
+def make_client(target: Target, spec: LoadSpec) -> httpx.AsyncClient:
+    """One pooled client; the pool is never the hidden limit (closed loop: one connection per worker)."""
+    cap = spec.max_concurrency if spec.open_loop else spec.concurrency
+    return httpx.AsyncClient(
+        verify=target.ssl_context(),
+        timeout=httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 30.0)),
+        limits=httpx.Limits(max_connections=cap, max_keepalive_connections=cap),
+    )
+
+
+async def discover_model(client: httpx.AsyncClient, target: Target) -> str | None:
+    """The first served model id from ``{base}/v1/models``; None when the server does not say."""
+    try:
+        response = await client.get(target.url("/v1/models"), headers=target.headers())
+        return response.json()["data"][0]["id"] if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+async def send_one(
+    client: httpx.AsyncClient, target: Target, spec: LoadSpec, body: bytes, record: RequestRecord, now: Clock
+) -> RequestRecord:
+    """Send one request and measure it into ``record`` (errors become an error class, never raise)."""
+    headers = target.headers()
+    record.sent_s = now()
+    try:
+        async with client.stream("POST", target.url(endpoint_path(spec)), content=body, headers=headers) as resp:
+            record.status = resp.status_code
+            record.deployment = resp.headers.get(DEPLOYMENT_HEADER)
+            if resp.status_code != 200:
+                detail = (await resp.aread())[:200].decode(errors="replace")
+                record.error, record.error_detail = f"http_{resp.status_code}", detail
+                record.end_s = now()
+            elif spec.stream:
+                acc = StreamAccumulator(record)
+                async for data in resp.aiter_bytes():
+                    acc.feed(now(), data)
+                acc.finish(now())
+            else:
+                _whole_answer(record, await resp.aread(), now())
+    except httpx.HTTPError as err:
+        record.error, record.error_detail = _error_class(err), type(err).__name__
+        record.end_s = now()
+    return record
+
+
+def _whole_answer(record: RequestRecord, raw: bytes, now: float) -> None:
+    """A non-streamed answer: every token arrives at once, so TTFT = E2E and TPOT is undefined."""
+    record.end_s = now
+    try:
+        body: Any = json.loads(raw)
+        choice = body["choices"][0]
+        message = choice.get("message") or {}
+        usage = body.get("usage") or {}
+    except (ValueError, KeyError, IndexError, TypeError):
+        record.error, record.error_detail = "bad_payload", raw[:120].decode(errors="replace")
+        return
+    record.first_token_s = record.last_token_s = now
+    if message.get("content") or choice.get("text"):
+        record.first_answer_s = now
+    record.finish_reason = choice.get("finish_reason")
+    record.prompt_tokens = usage.get("prompt_tokens")
+    record.completion_tokens = usage.get("completion_tokens")
+    record.usage_reasoning_tokens = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or None
+
+
+def _error_class(err: httpx.HTTPError) -> str:
+    if isinstance(err, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(err, httpx.ConnectError):
+        return "connect_error"
+    if isinstance(err, httpx.RemoteProtocolError):
+        return "protocol_error"
+    if isinstance(err, httpx.ReadError):
+        return "read_error"
+    return "http_error"
+
+
+async def run_load(
+    target: Target,
+    spec: LoadSpec,
+    *,
+    clock: Clock = time.perf_counter,
+    stop: asyncio.Event | None = None,
+    on_record: Callable[[RequestRecord], None] | None = None,
+    on_start: Callable[[float], None] | None = None,
+    progress: Callable[[Progress, float], None] | None = None,
+    progress_every_s: float = 2.0,
+    client: httpx.AsyncClient | None = None,
+) -> LoadRun:
+    """Run ``spec`` against ``target`` until its count/duration bound (or ``stop``) and return the records.
+
+    ``on_record`` sees each record as it completes (the live-traffic view uses it); ``on_start`` gets
+    the clock reading that is t=0 for every record; ``progress`` is
+    called every ``progress_every_s`` with the counters and the elapsed seconds.
+    """
+    owns_client = client is None
+    client = client or make_client(target, spec)
+    stop = stop or asyncio.Event()
+    run = LoadRun(spec=spec, started_at=datetime.now(UTC).isoformat(timespec="milliseconds"))
+    counters = Progress()
+    t0 = clock()
+
+    def now() -> float:
+        return clock() - t0
+
+    try:
+        run.model = spec.model or await discover_model(client, target)
+        t0 = clock()  # discovery is not part of the run
+        if on_start:
+            on_start(t0)
+
+        async def fire(index: int, intended: float) -> None:
+            record = RequestRecord(index=index, intended_s=intended, sent_s=intended, warmup=index < spec.warmup)
+            run.records.append(record)
+            counters.sent += 1
+            await send_one(client, target, spec, request_body(spec, index, run.model), record, now)
+            counters.done += 1
+            counters.failed += not record.ok
+            if on_record:
+                on_record(record)
+
+        driver = _open_loop(spec, fire, now, stop) if spec.open_loop else _closed_loop(spec, fire, now, stop)
+        reporter = asyncio.create_task(_report(progress, counters, now, progress_every_s)) if progress else None
+        try:
+            await driver
+        finally:
+            if reporter:
+                reporter.cancel()
+        run.elapsed_s = now()
+        if progress:
+            progress(counters, run.elapsed_s)
+    finally:
+        if owns_client:
+            await client.aclose()
+    run.records.sort(key=lambda r: r.index)
+    return run
+
+
+async def _closed_loop(spec: LoadSpec, fire: Callable[[int, float], Awaitable[None]], now: Clock,
+                       stop: asyncio.Event) -> None:
+    """``concurrency`` workers, each sending its next request as soon as its previous one ends."""
+    next_index = iter(range(spec.total_requests or 2**62))
+
+    async def worker() -> None:
+        while not stop.is_set():
+            t = now()
+            if spec.duration_s is not None and t >= spec.duration_s:
+                return
+            index = next(next_index, None)
+            if index is None:
+                return
+            await fire(index, t)
+
+    await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
+
+
+async def _open_loop(spec: LoadSpec, fire: Callable[[int, float], Awaitable[None]], now: Clock,
+                     stop: asyncio.Event) -> None:
+    """Dispatch on the precomputed schedule; a cap makes requests wait (the wait is send lag)."""
+    cap = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
+    tasks: set[asyncio.Task] = set()
+
+    async def capped(index: int, intended: float) -> None:
+        if cap is None:
+            await fire(index, intended)
+            return
+        async with cap:
+            await fire(index, intended)
+
+    arrivals = iter_arrivals(spec.rate, spec.arrival, burstiness=spec.burstiness, seed=spec.seed)
+    for index, intended in enumerate(arrivals):
+        if spec.total_requests is not None and index >= spec.total_requests:
+            break
+        if spec.duration_s is not None and intended >= spec.duration_s:
+            break
+        if await _wait_until(intended, now, stop):
+            break
+        task = asyncio.create_task(capped(index, intended))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks)
+
+
+async def _wait_until(t: float, now: Clock, stop: asyncio.Event) -> bool:
+    """Sleep until ``t`` on the run clock (coarse sleep, then spin); True if ``stop`` was set meanwhile."""
+    delay = t - now() - SPIN_S
+    if delay > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    while now() < t and not stop.is_set():
+        await asyncio.sleep(0)
+    return stop.is_set()
+
+
+async def _report(progress: Callable[[Progress, float], None], counters: Progress, now: Clock,
+                  every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        progress(counters, now())
+
+
+class BackgroundLoad:
+    """Live traffic for a bake: an open- or closed-loop load on its own thread until ``stop()``.
+
+    ``now()`` reads the records' clock, so a caller can mark a window (``start = bg.now()`` ... ) and
+    judge ``bg.records()`` in it, per deployment, with ``tasks.slo``. The spec needs no bound; an
+    unbounded one runs until stopped.
+    """
+
+    def __init__(self, target: Target, spec: LoadSpec, clock: Clock = time.perf_counter):
+        if spec.requests is None and spec.duration_s is None:
+            spec = spec.model_copy(update={"duration_s": 7 * 24 * 3600.0})
+        self.target, self.spec, self._clock = target, spec, clock
+        self._completed: list[RequestRecord] = []
+        self._lock = threading.Lock()
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._t0 = 0.0
+        self._result: LoadRun | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> BackgroundLoad:
+        self._thread = threading.Thread(target=self._main, name="r1-background-load", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        return self
+
+    def _main(self) -> None:
+        async def body() -> LoadRun:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            return await run_load(self.target, self.spec, clock=self._clock, stop=self._stop,
+                                  on_record=self._keep, on_start=self._on_start)
+
+        try:
+            self._result = asyncio.run(body())
+        except BaseException as err:  # surfaced by stop()
+            self._error = err
+        finally:
+            self._started.set()
+
+    def _on_start(self, t0: float) -> None:
+        self._t0 = t0
+        self._started.set()
+
+    def _keep(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._completed.append(record)
+
+    def now(self) -> float:
+        """Seconds on the records' clock (records' ``sent_s`` are comparable to it)."""
+        return self._clock() - self._t0
+
+    def records(self) -> list[RequestRecord]:
+        """Completed records so far (a snapshot)."""
+        with self._lock:
+            return list(self._completed)
+
+    def stop(self, timeout_s: float = 60.0) -> LoadRun:
+        """Stop sending, wait for requests in flight, and return the whole run."""
+        if self._loop and self._stop and self._thread and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread:
+            self._thread.join(timeout_s)
+        if self._error:
+            raise self._error
+        if self._result is None:
+            raise TimeoutError("background load did not stop in time")
+        return self._result
+
+    def __enter__(self) -> BackgroundLoad:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

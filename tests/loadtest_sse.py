@@ -1,0 +1,155 @@
+"""A scripted OpenAI-style SSE server on 127.0.0.1 for load-generator tests, with known timings.
+
+Each request is answered by a script: HTTP status, headers and a list of writes, each write one
+or more SSE events sent together after a delay. With a ``StepClock`` the delay advances a virtual
+clock that the client under test reads, and the server waits for the client to read it before the
+next write, so every client timestamp is exact. Without one, the server really sleeps and records
+the ``perf_counter`` time of each write (same process, same clock as the client's default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+
+class StepClock:
+    """A virtual clock: the server advances it; each client read is signalled back to the server."""
+
+    def __init__(self, start: float = 100.0):
+        self.t = start
+        self.read = threading.Event()
+
+    def __call__(self) -> float:
+        self.read.set()
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.read.clear()
+        self.t += dt
+
+    async def wait_read(self, timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.read.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the client never read the clock")
+            await asyncio.sleep(0.0005)
+
+
+@dataclass
+class Write:
+    delay_s: float
+    events: list[Any]  # dicts become JSON; strings are sent verbatim as data (e.g. "[DONE]")
+
+
+@dataclass
+class Script:
+    writes: list[Write] = field(default_factory=list)
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    end_delay_s: float = 0.0  # between the last write and closing the stream
+    body: bytes = b""  # for non-200 answers
+
+
+@dataclass
+class Served:
+    body: dict
+    headers: dict[str, str]
+    received_s: float
+    write_s: list[float] = field(default_factory=list)
+    closed_s: float | None = None
+
+
+def chat_chunk(content: str | None = None, reasoning: str | None = None, finish: str | None = None) -> dict:
+    delta: dict = {}
+    if content is not None:
+        delta["content"] = content
+    if reasoning is not None:
+        delta["reasoning"] = reasoning
+    return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def usage_chunk(prompt: int, completion: int, reasoning: int | None = None) -> dict:
+    usage: dict = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    if reasoning is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return {"object": "chat.completion.chunk", "choices": [], "usage": usage}
+
+
+def sse(event: Any) -> bytes:
+    return b"data: " + (event if isinstance(event, str) else json.dumps(event)).encode() + b"\n\n"
+
+
+class SseServer:
+    """Runs the app in a thread; ``script`` decides each answer; ``served`` records what happened."""
+
+    def __init__(self, script: Callable[[int, dict], Script], clock: StepClock | None = None):
+        self.script, self.clock = script, clock
+        self.served: list[Served] = []
+        app = Starlette(routes=[
+            Route("/v1/chat/completions", self._handle, methods=["POST"]),
+            Route("/v1/completions", self._handle, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ])
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    async def _models(self, request: Request) -> Response:
+        return Response(json.dumps({"data": [{"id": "tiny-r1"}]}), media_type="application/json")
+
+    async def _handle(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        served = Served(body, dict(request.headers), time.perf_counter())
+        index = len(self.served)
+        self.served.append(served)
+        script = self.script(index, body)
+        if script.status != 200:
+            return Response(script.body, status_code=script.status, headers=script.headers)
+
+        async def stream():
+            for write in script.writes:
+                await self._pause(write.delay_s)
+                served.write_s.append(time.perf_counter())
+                yield b"".join(sse(e) for e in write.events)
+                if self.clock:
+                    await self.clock.wait_read()
+            await self._pause(script.end_delay_s)
+            served.closed_s = time.perf_counter()
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=script.headers)
+
+    async def _pause(self, delay_s: float) -> None:
+        if self.clock:
+            self.clock.advance(delay_s)
+        elif delay_s:
+            await asyncio.sleep(delay_s)
+
+    @property
+    def base_url(self) -> str:
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __enter__(self) -> SseServer:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("SSE test server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
