@@ -9,6 +9,7 @@ polling, and a credential that asks the emulator for tokens with the client secr
 from __future__ import annotations
 
 import hashlib
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ class EmulatorCredential:
 
     def __init__(self, arm_url: str, ca_cert: str, client_secret: SecretStr):
         self._url = f"{arm_url}/_emulator/token"
-        self._verify = ca_cert
+        self._verify = ssl.create_default_context(cafile=ca_cert)
         self._secret = client_secret
         self._cache: dict[str, AccessToken] = {}
         self._lock = threading.Lock()

@@ -30,3 +30,98 @@ def prefect_api():
 def _no_dotenv(monkeypatch, tmp_path):
     """Run each test from a clean directory so a stray .env never changes its settings."""
     monkeypatch.chdir(tmp_path)
+
+
+# ---- emulator fixtures (docs/emulator.md) -------------------------------------------------------
+
+class EmulatorHandle:
+    """A running emulator process for a state dir, plus its admin routes (faults, tokens, instances)."""
+
+    def __init__(self, state_dir):
+        from emulator.layout import StateDir
+
+        self.state_dir = state_dir
+        self.state = StateDir(state_dir)
+
+    @property
+    def conn(self) -> dict:
+        return self.state.read_connection()
+
+    def settings(self, **overrides):
+        from tasks.settings import load_settings
+
+        return load_settings(target="local", emulator_state_dir=self.state_dir, **overrides)
+
+    def admin(self, method: str, path: str, json=None):
+        import httpx
+
+        secret = self.state.client_secret.read_text().strip()
+        return httpx.request(method, self.conn["arm_url"] + path, json=json, verify=self.conn["ca_cert"],
+                             headers={"x-emulator-secret": secret}, trust_env=False, timeout=30)
+
+    def set_faults(self, **faults) -> None:
+        response = self.admin("POST", "/_emulator/faults", json=faults)
+        assert response.status_code == 200, response.text
+
+    def instances(self, deployment_id: str) -> list[dict]:
+        for key, value in self.admin("GET", "/_emulator/instances").json().items():
+            if key.lower() == deployment_id.lower():
+                return value
+        return []
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory):
+    """One emulator per test session (start-up cost); tests use unique endpoint names.
+
+    Its GPU quota is large so tests do not compete for it; quota tests start their own emulator."""
+    from emulator import process
+
+    state_dir = tmp_path_factory.mktemp("emulator")
+    process.start_detached(state_dir, ["--gpu-quota-cores", "100000"])
+    handle = EmulatorHandle(state_dir)
+    yield handle
+    process.stop(state_dir)
+
+
+@pytest.fixture
+def fresh_emulator(tmp_path_factory):
+    """An emulator of its own (default quota), for restart and quota tests; stopped afterwards."""
+    from emulator import process
+
+    state_dir = tmp_path_factory.mktemp("emulator-own")
+    process.start_detached(state_dir, [])
+    yield EmulatorHandle(state_dir)
+    process.stop(state_dir)
+
+
+@pytest.fixture
+def unique_name():
+    """Endpoint names are unique per region: each test takes its own."""
+    import uuid
+
+    return lambda prefix="ep": f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def fake_deployment():
+    """A ManagedOnlineDeployment on the fake engine with fast probes (override any field)."""
+    from azure.ai.ml.entities import Environment, ManagedOnlineDeployment, OnlineRequestSettings, ProbeSettings
+
+    def build(endpoint: str, name: str = "blue", image: str = "local/fake-engine:1", **overrides):
+        routes = {"port": 8000, "path": "/health"}
+        fields = dict(
+            name=name, endpoint_name=endpoint,
+            environment=Environment(image=image, inference_config={
+                "liveness_route": routes, "readiness_route": routes,
+                "scoring_route": {"port": 8000, "path": "/"}}),
+            instance_type="Standard_NC24ads_A100_v4", instance_count=1,
+            request_settings=OnlineRequestSettings(request_timeout_ms=60_000, max_concurrent_requests_per_instance=4),
+            readiness_probe=ProbeSettings(initial_delay=1, period=1, timeout=1, failure_threshold=15),
+            liveness_probe=ProbeSettings(initial_delay=1, period=1, timeout=1, failure_threshold=3),
+            environment_variables={"FAKE_ENGINE_ACCESS_LOG": "true"},
+        )
+        fields.update(overrides)
+        return ManagedOnlineDeployment(**fields)
+
+    return build
