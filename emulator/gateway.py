@@ -1,0 +1,289 @@
+"""The emulator's scoring gateway: an ASGI app that answers every endpoint's ``scoringUri`` the way
+Azure ML's front end does — auth before anything else, weighted / header / mirror routing,
+Azure's 429 / 408 / 424 / 413 semantics — and streams engine responses through chunk by chunk.
+
+``create_gateway_app(directory)`` is mounted by the control plane on its second HTTPS listener;
+behaviour and error shapes are documented in docs/gateway.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from http import HTTPStatus
+from typing import Any
+
+import httpx
+
+from emulator.gateway_routing import GatewayError, choose_route, engine_path, split_scoring_path
+from emulator.scoring_directory import DeploymentView, ScoringDirectory
+
+# Azure does not document the scoring payload limit we could verify; 1.5 MiB is the figure in
+# circulation for managed online endpoints (docs/gateway.md).
+MAX_BODY_BYTES = 1536 * 1024
+DEPLOYMENT_HEADER = "azureml-model-deployment"
+MODEL_STATUS_HEADER = "ms-azureml-model-error-statuscode"
+MODEL_REASON_HEADER = "ms-azureml-model-error-reason"
+# Never forwarded to an engine: hop-by-hop headers, and the caller's credential.
+DROPPED_REQUEST_HEADERS = frozenset(
+    {b"host", b"authorization", b"connection", b"keep-alive", b"content-length", b"transfer-encoding",
+     b"x-request-id", b"upgrade", b"te", b"proxy-authorization"}
+)
+DROPPED_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", DEPLOYMENT_HEADER})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def _json_error(status: int, message: str) -> bytes:
+    return json.dumps({"error": {"code": HTTPStatus(status).phrase.replace(" ", ""), "message": message}}).encode()
+
+
+async def _send_whole(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ScoringGateway:
+    """One gateway for all endpoints; in-flight counts and round-robin cursors live here."""
+
+    def __init__(self, directory: ScoringDirectory, *, max_body_bytes: int = MAX_BODY_BYTES,
+                 rng: random.Random | None = None) -> None:
+        self._directory = directory
+        self._max_body = max_body_bytes
+        self._rng = rng or random.Random()
+        self._in_flight: Counter[tuple[str, str]] = Counter()
+        self._cursor: Counter[tuple[str, str]] = Counter()
+        self._mirrors: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """One pooled client to all engines, made inside the serving loop."""
+        if self._client is None:
+            limits = httpx.Limits(max_connections=2048, max_keepalive_connections=512)
+            self._client = httpx.AsyncClient(timeout=None, limits=limits, trust_env=False)
+        return self._client
+
+    @property
+    def pending_mirrors(self) -> int:
+        """Mirror copies still on their way (their answers are dropped)."""
+        return len(self._mirrors)
+
+    async def aclose(self) -> None:
+        for task in list(self._mirrors):
+            task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            request_id = str(uuid.uuid4())
+            try:
+                await self._score(scope, receive, send, request_id)
+            except GatewayError as err:
+                headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
+                           *((k.encode(), v.encode()) for k, v in err.headers)]
+                await _send_whole(send, err.status, _json_error(err.status, err.message), headers)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _score(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        name, rest = split_scoring_path(path)
+        endpoint = self._directory.endpoint(name)
+        if endpoint is None:
+            raise GatewayError(404, f"Endpoint '{name}' not found.")
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        self._authorize(name, headers.get(b"authorization", b""))
+        body = await self._read_body(receive, headers.get(b"content-length"))
+        target = headers.get(DEPLOYMENT_HEADER.encode())
+        route = choose_route(endpoint, target.decode("latin-1") if target is not None else None, self._rng)
+        deployment = endpoint.deployments[route.deployment]
+        instance = self._pick_instance(name, deployment)
+        forwarded = [(k, v) for k, v in scope["headers"] if k not in DROPPED_REQUEST_HEADERS]
+        forwarded.append((b"x-request-id", request_id.encode()))
+        upstream = engine_path(rest, deployment.scoring_path)
+        query = scope.get("query_string", b"")
+        url = f"{upstream}?{query.decode('latin-1')}" if query else upstream
+        if route.mirror is not None:
+            self._start_mirror(name, endpoint.deployments[route.mirror], scope["method"], url, forwarded, body)
+        key = (name, deployment.name)
+        self._in_flight[key] += 1
+        try:
+            await self._forward(scope["method"], instance + url, forwarded, body, deployment, request_id,
+                                receive, send)
+        finally:
+            self._in_flight[key] -= 1
+
+    def _authorize(self, endpoint: str, header: bytes) -> None:
+        scheme, _, credential = header.decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise GatewayError(401, "An Authorization header with a Bearer key or token is required.",
+                               (("www-authenticate", "Bearer"),))
+        if not self._directory.authorize(endpoint, credential.strip()):
+            raise GatewayError(401, "The key or token is not valid for this endpoint, or it has expired.",
+                               (("www-authenticate", 'Bearer error="invalid_token"'),))
+
+    async def _read_body(self, receive: Receive, declared: bytes | None) -> bytes:
+        limit = self._max_body
+        too_large = GatewayError(413, f"The request body is larger than the {limit} bytes an endpoint accepts.")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise GatewayError(400, "The client went away before sending the whole body.")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    def _pick_instance(self, endpoint: str, deployment: DeploymentView) -> str:
+        """A ready instance (round robin), if the deployment has room for one more request."""
+        key = (endpoint, deployment.name)
+        if not deployment.ready_instances:
+            raise GatewayError(503, f"Deployment '{deployment.name}' has no ready instance.")
+        capacity = 2 * deployment.max_concurrent_requests_per_instance * deployment.instance_count
+        if self._in_flight[key] >= capacity:
+            raise GatewayError(429, "Too many pending requests: more than 2 x max_concurrent_requests_per_"
+                               f"instance x instance_count ({capacity}) requests are in flight.")
+        self._cursor[key] += 1
+        return deployment.ready_instances[self._cursor[key] % len(deployment.ready_instances)]
+
+    async def _forward(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes,
+                       deployment: DeploymentView, request_id: str, receive: Receive, send: Send) -> None:
+        timeout_s = deployment.request_timeout_ms / 1000
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        request = self.client.build_request(method, url, headers=headers, content=body)
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self.client.send(request, stream=True)
+        except TimeoutError:
+            raise GatewayError(408, f"The request exceeded request_timeout_ms ({deployment.request_timeout_ms} ms).") from None
+        except httpx.TransportError as err:
+            raise GatewayError(502, f"The instance of deployment '{deployment.name}' failed: {type(err).__name__}.") from None
+        extra = [(DEPLOYMENT_HEADER.encode(), deployment.name.encode()), (b"x-request-id", request_id.encode())]
+        try:
+            if not 200 <= response.status_code < 300:
+                await self._model_error(response, deadline, deployment, extra, send)
+                return
+            await self._stream(response, deadline, deployment, extra, receive, send)
+        finally:
+            await response.aclose()
+
+    async def _model_error(self, response: httpx.Response, deadline: float, deployment: DeploymentView,
+                           extra: list[tuple[bytes, bytes]], send: Send) -> None:
+        """Azure's 424: the engine answered non-2xx; its status and body are passed along."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                body = await response.aread()
+        except (TimeoutError, httpx.TransportError):
+            body = b""
+        status = response.status_code
+        reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Unknown"
+        headers = [(b"content-type", response.headers.get("content-type", "application/json").encode()),
+                   (MODEL_STATUS_HEADER.encode(), str(status).encode()),
+                   (MODEL_REASON_HEADER.encode(), reason.encode()), *extra]
+        await _send_whole(send, 424, body, headers)
+
+    async def _stream(self, response: httpx.Response, deadline: float, deployment: DeploymentView,
+                      extra: list[tuple[bytes, bytes]], receive: Receive, send: Send) -> None:
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.multi_items()
+                   if k not in DROPPED_RESPONSE_HEADERS]
+        is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
+        started = False
+        disconnected = asyncio.ensure_future(receive()) if is_sse else None
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunks = response.aiter_raw()
+                first = await anext(chunks, b"")
+                await send({"type": "http.response.start", "status": response.status_code, "headers": headers + extra})
+                started = True
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                async for chunk in chunks:
+                    if disconnected is not None and disconnected.done():
+                        return  # the client went away: stop reading the engine
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except (TimeoutError, httpx.TransportError) as err:
+            timed_out = isinstance(err, TimeoutError)
+            if not started:
+                if timed_out:
+                    raise GatewayError(408, f"The request exceeded request_timeout_ms ({deployment.request_timeout_ms} ms).") from None
+                raise GatewayError(502, f"The instance of deployment '{deployment.name}' failed mid-response.") from None
+            await self._abort(send, is_sse, 408 if timed_out else 502, deployment)
+        finally:
+            if disconnected is not None:
+                disconnected.cancel()
+
+    async def _abort(self, send: Send, is_sse: bool, status: int, deployment: DeploymentView) -> None:
+        """A started response cannot change its status: say why in the stream (SSE), then cut the
+        connection without the final chunk so no client mistakes the truncated answer for a whole one."""
+        if is_sse:
+            reason = (f"request_timeout_ms ({deployment.request_timeout_ms} ms) exceeded" if status == 408
+                      else f"the instance of deployment '{deployment.name}' failed")
+            event = json.dumps({"error": {"code": status, "message": f"Stream aborted: {reason}."}})
+            await send({"type": "http.response.body", "body": f"data: {event}\n\n".encode(), "more_body": True})
+
+    def _start_mirror(self, endpoint: str, deployment: DeploymentView, method: str, url: str,
+                      headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Send a copy to the mirror deployment; its answer, errors and limits never reach the client."""
+        key = (endpoint, deployment.name)
+        try:
+            instance = self._pick_instance(endpoint, deployment)
+        except GatewayError:
+            return  # no room or not ready: the copy is dropped, as Azure drops mirror overflow
+
+        async def mirror() -> None:
+            self._in_flight[key] += 1
+            try:
+                async with asyncio.timeout(deployment.request_timeout_ms / 1000):
+                    request = self.client.build_request(method, instance + url, headers=headers, content=body)
+                    response = await self.client.send(request, stream=True)
+                    try:
+                        async for _ in response.aiter_raw():
+                            pass
+                    finally:
+                        await response.aclose()
+            except (TimeoutError, httpx.HTTPError):
+                pass
+            finally:
+                self._in_flight[key] -= 1
+
+        task = asyncio.ensure_future(mirror())
+        self._mirrors.add(task)
+        task.add_done_callback(self._mirrors.discard)
+
+
+def create_gateway_app(directory: ScoringDirectory, *, max_body_bytes: int = MAX_BODY_BYTES,
+                       rng: random.Random | None = None) -> ScoringGateway:
+    """The ASGI app that serves ``{scoring_base}/endpoints/{name}/…`` for every endpoint in ``directory``."""
+    return ScoringGateway(directory, max_body_bytes=max_body_bytes, rng=rng)
