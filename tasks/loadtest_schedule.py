@@ -11,6 +11,7 @@ their distribution.
 from __future__ import annotations
 
 from collections.abc import Iterator
+import itertools
 from itertools import islice, takewhile
 from typing import Literal
 
@@ -32,12 +33,13 @@ def iter_arrivals(
         raise ValueError("burstiness must be > 0")
     if arrival not in ("constant", "poisson", "gamma"):
         raise ValueError(f"unknown arrival process {arrival!r}")
+    if arrival == "constant":  # i / rate, not a running sum: no floating-point drift
+        yield from (i / rate for i in itertools.count())
+        return
     rng = np.random.default_rng(seed)
     t, first = 0.0, True
     while True:
-        if arrival == "constant":
-            gaps = np.full(block, 1.0 / rate)
-        elif arrival == "poisson":
+        if arrival == "poisson":
             gaps = rng.exponential(1.0 / rate, block)
         else:
             gaps = rng.gamma(burstiness, 1.0 / (rate * burstiness), block)

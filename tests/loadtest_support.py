@@ -1,4 +1,6 @@
-"""A scripted OpenAI-style SSE server on 127.0.0.1 for load-generator tests, with known timings.
+"""Test support for the load generator: synthetic records, and a scripted SSE server with known timings.
+
+The server answers OpenAI-style requests on 127.0.0.1.
 
 Each request is answered by a script: HTTP status, headers and a list of writes, each write one
 or more SSE events sent together after a delay. With a ``StepClock`` the delay advances a virtual
@@ -22,6 +24,25 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from tasks.loadtest_record import RequestRecord
+
+
+def make_record(index: int = 0, ttft_ms: float | None = 100.0, tpot_ms: float | None = 10.0, tokens: int = 11,
+                error: str | None = None, sent_s: float | None = None, intended_s: float | None = None,
+                deployment: str | None = "blue", warmup: bool = False) -> RequestRecord:
+    """A finished request with the given TTFT and TPOT (ms); its answer takes ``tokens`` tokens."""
+    sent = float(index) if sent_s is None else sent_s
+    rec = RequestRecord(index=index, intended_s=sent if intended_s is None else intended_s, sent_s=sent,
+                        warmup=warmup, deployment=deployment, status=200 if error is None else 500, error=error)
+    if error is None and ttft_ms is not None:
+        rec.first_token_s = rec.first_answer_s = sent + ttft_ms / 1000
+        rec.last_token_s = rec.first_token_s + (tpot_ms or 0) / 1000 * (tokens - 1)
+        rec.completion_tokens, rec.prompt_tokens = tokens, 5
+        rec.answer_chunks = tokens
+        rec.chunk_times_s = [rec.first_token_s + (tpot_ms or 0) / 1000 * i for i in range(tokens)]
+    rec.end_s = (rec.last_token_s or sent + 0.05) + 0.001
+    return rec
 
 
 class StepClock:
