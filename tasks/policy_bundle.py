@@ -61,7 +61,6 @@ class SpecBundle:
     effective_env: dict[str, str]  # what the process sees: image ENV, then the deployment's variables
     args: list[str]  # the container command, variables substituted
     model_ref: str | None  # what --model points at
-    model_asset: str | None
     data_collection: list[str]  # enabled data-collector collections
     app_insights_enabled: bool
     instance_type: str
@@ -264,7 +263,6 @@ def build_bundle(
         effective_env=effective,
         args=args,
         model_ref=model_reference(args, flags),
-        model_asset=deployment.model if isinstance(deployment.model, str) else None,
         data_collection=_enabled_collections(deployment),
         app_insights_enabled=bool(deployment.app_insights_enabled),
         instance_type=sku.name,
