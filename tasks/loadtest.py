@@ -1,0 +1,116 @@
+"""Load testing as Prefect tasks, and the generator's public interface in one import.
+
+The rollout and the ``loadtest`` flow use these names (stable):
+
+- ``Target``, ``LoadSpec``: where to send (base URL, key or token provider, deployment header, CA)
+  and how hard (closed/open loop, bounds, prompts, output length).
+- ``run_load(target, spec, ...) -> LoadRun``: async, returns one ``RequestRecord`` per request.
+- ``BackgroundLoad(target, spec)``: live traffic on a thread for a bake; ``now()``, ``records()``, ``stop()``.
+- ``summarise(records, slo, ...)`` and ``tasks.slo.evaluate / evaluate_by_deployment``.
+- Prefect tasks ``run_loadtest`` and ``report_loadtest``; ``build_target`` / ``build_spec`` validate input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+from pydantic import SecretStr, ValidationError
+
+from tasks.cli import InputError
+from tasks.loadtest_client import BackgroundLoad, LoadRun, Progress, Target, run_load
+from tasks.loadtest_metrics import summarise
+from tasks.loadtest_record import RequestRecord
+from tasks.loadtest_report import write_report
+from tasks.loadtest_spec import LoadSpec
+from tasks.settings import Slo, describe_validation_error
+from tasks.slo import Verdict, evaluate, evaluate_by_deployment
+
+__all__ = [
+    "BackgroundLoad", "LoadRun", "LoadSpec", "RequestRecord", "Target", "Verdict", "build_spec", "build_target",
+    "evaluate", "evaluate_by_deployment", "report_loadtest", "run_info", "run_load", "run_loadtest", "summarise",
+]
+
+
+def build_target(base_url: str, api_key_env: str | None = None, deployment: str | None = None,
+                 ca_bundle: str | None = None, environ: dict[str, str] | None = None) -> Target:
+    """A ``Target`` from user input; every problem is reported at once as an ``InputError``."""
+    environ = os.environ if environ is None else environ
+    problems = []
+    parsed = urlparse(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        problems.append(f"--base-url {base_url!r} must be an http(s) URL with a host")
+    key = None
+    if api_key_env:
+        if not environ.get(api_key_env):
+            problems.append(f"--api-key-env: environment variable {api_key_env} is not set or empty")
+        else:
+            key = SecretStr(environ[api_key_env])
+    if ca_bundle and not Path(ca_bundle).is_file():
+        problems.append(f"--ca-bundle {ca_bundle!r} is not a file")
+    if problems:
+        raise InputError("; ".join(problems))
+    return Target(base_url=base_url, auth=key, deployment=deployment or None, verify=ca_bundle or True)
+
+
+def build_spec(**fields: Any) -> LoadSpec:
+    """A validated ``LoadSpec`` (unset fields keep their defaults); problems become one ``InputError``."""
+    try:
+        return LoadSpec(**{k: v for k, v in fields.items() if v is not None})
+    except ValidationError as err:
+        problems = [line.removeprefix("R1_").lower() for line in describe_validation_error(err)]
+        raise InputError("; ".join(problems)) from None
+
+
+def run_info(target: Target, run: LoadRun) -> dict[str, Any]:
+    """What was run, for the report header (no credentials)."""
+    spec = run.spec
+    if spec.open_loop:
+        mode = f"open loop, {spec.arrival} {spec.rate:g} req/s" + (
+            f" (burstiness {spec.burstiness:g})" if spec.arrival == "gamma" else "") + (
+            f", cap {spec.max_concurrency}" if spec.max_concurrency else "")
+    else:
+        mode = f"closed loop, concurrency {spec.concurrency}"
+    return {
+        "started_at": run.started_at, "base_url": target.base_url, "deployment": target.deployment,
+        "api": spec.api, "mode": mode, "requests": spec.requests, "duration_s": spec.duration_s,
+        "warmup": spec.warmup, "stream": spec.stream, "max_tokens": spec.max_tokens,
+        "ignore_eos": spec.ignore_eos,
+        "prompts": f"synthetic ~{spec.prompt_tokens} tokens" if spec.prompt_tokens else "shipped set",
+        "model": run.model, "seed": spec.seed, "elapsed_s": round(run.elapsed_s, 3),
+    }
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("r1.loadtest")
+
+
+@task(name="load-test", cache_policy=NO_CACHE)
+async def run_loadtest(target: Target, spec: LoadSpec) -> LoadRun:
+    """Run the load with a progress line every 2 s (to the log, never stdout)."""
+    log = _logger()
+
+    def progress(p: Progress, elapsed: float) -> None:
+        log.info("load test: %d sent, %d done, %d failed, %.1f s", p.sent, p.done, p.failed, elapsed)
+
+    return await run_load(target, spec, progress=progress)
+
+
+@task(name="load-test-report", cache_policy=NO_CACHE)
+def report_loadtest(target: Target, run: LoadRun, slo: Slo | None, reports_dir: Path) -> dict[str, Any]:
+    """Summarise, judge against ``slo`` and write the report; returns the summary with ``report_dir``."""
+    summary = summarise(run.records, slo, open_loop=run.spec.open_loop, target_rate=run.spec.rate)
+    info = run_info(target, run)
+    folder = write_report(run.records, summary, info, reports_dir)
+    for warning in summary["warnings"]:
+        _logger().warning("load test: %s", warning)
+    return {"run": info, **summary, "report_dir": str(folder)}
