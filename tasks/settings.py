@@ -166,6 +166,17 @@ class Workload(BaseModel):
     model_load_seconds: float = Field(300.0, gt=0)  # image pull + weight load on a cold instance
 
 
+class LoadGate(BaseModel):
+    """The evidence a rollout gathers: a load test aimed at the new colour, then live traffic while baking."""
+
+    concurrency: int = Field(4, ge=1, le=256)
+    requests: int = Field(40, ge=1)
+    warmup: int = Field(2, ge=0)
+    max_tokens: int = Field(128, ge=1)
+    bake_rate: float = Field(4.0, gt=0)  # req/s of synthetic live traffic during the mirror and shift bakes
+    seed: int = 0
+
+
 class Waiver(BaseModel):
     """An explicit, reasoned exception to one policy rule; an expired waiver is itself an error."""
 
@@ -215,6 +226,7 @@ class Settings(BaseSettings):
     app_insights_enabled: bool = False
     key_rotation_days: int | None = Field(None, ge=1)  # only meaningful with auth_mode=key
     keep_old_warm: bool = False
+    keep_failed_deployment: bool = False  # after a rollback, keep the new colour at 0 % for forensics
     require_approval: bool = False
     approval_timeout_seconds: int = Field(3600, ge=1)
     emulator_state_dir: Path = REPO_ROOT / ".r1" / "emulator"
@@ -227,6 +239,7 @@ class Settings(BaseSettings):
     slo: Slo = Slo()
     autoscale: Autoscale = Autoscale()
     workload: Workload = Workload()
+    load_gate: LoadGate = LoadGate()
 
     @field_validator("endpoint_name")
     @classmethod
