@@ -167,3 +167,9 @@ def monitor_client(settings: Settings):
         _local_credential(conn), settings.subscription_id, base_url=conn.arm_url,
         connection_verify=conn.ca_cert, polling_interval=LOCAL_POLL_INTERVAL_S,
     )
+
+
+def prepare_target(settings: Settings) -> None:
+    """Make the target reachable before any client is built: locally, start an emulator if none runs."""
+    if settings.target == "local":
+        ensure_emulator(settings)
