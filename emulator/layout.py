@@ -49,6 +49,11 @@ class StateDir:
         return self.root / "emulator.lock"
 
     @property
+    def listeners(self) -> Path:
+        """The ports of the last run, reused on restart when free so URLs stay the same."""
+        return self.root / "listeners.json"
+
+    @property
     def log(self) -> Path:
         return self.root / "emulator.log"
 

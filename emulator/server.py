@@ -89,9 +89,9 @@ def _gateway_app(directory: Directory):
 
 def _previous_ports(state: StateDir) -> tuple[int | None, int | None]:
     try:
-        conn = json.loads(state.connection.read_text())
-        return int(conn["arm_url"].rsplit(":", 1)[1]), int(conn["scoring_base"].rsplit(":", 1)[1])
-    except (OSError, ValueError, KeyError):
+        ports = json.loads(state.listeners.read_text())
+        return int(ports["arm"]), int(ports["gateway"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None, None
 
 
@@ -113,6 +113,8 @@ async def serve(opts: Options) -> None:
         arm_sock = _bind_preferring(opts.port, previous_arm)
         gateway_sock = _bind_preferring(opts.gateway_port, previous_gateway)
         arm_url = f"https://127.0.0.1:{arm_sock.getsockname()[1]}"
+        write_json_atomic(state.listeners, {"arm": arm_sock.getsockname()[1],
+                                            "gateway": gateway_sock.getsockname()[1]})
         store = Store(state.database)
         faults = FaultInjector(Faults.model_validate_json(os.environ.get(FAULTS_ENV) or "{}"))
         control = ControlPlane(state, store, Issuer(state, arm_url), faults, opts.location,

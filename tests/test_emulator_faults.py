@@ -17,28 +17,31 @@ def faults(emulator):
     emulator.set_faults()  # back to none, whatever the test did
 
 
-def _workspace_get(emulator) -> httpx.Response:
-    settings = emulator.settings()
-    token = clients.credential(settings).get_token(emulator.conn["arm_url"] + "/.default").token
-    url = (f"{emulator.conn['arm_url']}/subscriptions/{settings.subscription_id}/resourceGroups/rg/providers/"
+@pytest.fixture
+def workspace_get(faults):
+    """A raw workspace GET (no SDK retries), so each injected answer is seen as served."""
+    settings = faults.settings()
+    token = clients.credential(settings).get_token(faults.conn["arm_url"] + "/.default").token
+    url = (f"{faults.conn['arm_url']}/subscriptions/{settings.subscription_id}/resourceGroups/rg/providers/"
            "Microsoft.MachineLearningServices/workspaces/ws")
-    return httpx.get(url, headers={"Authorization": f"Bearer {token}"}, verify=emulator.conn["ca_cert"])
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, verify=faults.conn["ca_cert"]) as http:
+        yield lambda: http.get(url)
 
 
-def test_error_statuses_with_retry_after(faults):
+def test_error_statuses_with_retry_after(faults, workspace_get):
     faults.set_faults(fail_next=3, statuses=[429, 500, 503], retry_after=7)
-    answers = [_workspace_get(faults) for _ in range(4)]
+    answers = [workspace_get() for _ in range(4)]
     assert [a.status_code for a in answers] == [429, 500, 503, 200]
     assert answers[0].headers["Retry-After"] == "7" and answers[2].headers["Retry-After"] == "7"
     assert "Retry-After" not in answers[1].headers
     assert answers[0].json()["error"]["code"] == "TooManyRequests"
 
 
-def test_error_rate_is_a_reproducible_fraction(faults):
+def test_error_rate_is_a_reproducible_fraction(faults, workspace_get):
     faults.set_faults(error_rate=0.5, statuses=[500], seed=7)
-    first = [_workspace_get(faults).status_code for _ in range(20)]
+    first = [workspace_get().status_code for _ in range(20)]
     faults.set_faults(error_rate=0.5, statuses=[500], seed=7)
-    assert [_workspace_get(faults).status_code for _ in range(20)] == first
+    assert [workspace_get().status_code for _ in range(20)] == first
     assert 3 <= first.count(500) <= 17
 
 
