@@ -15,11 +15,10 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
-from typing import Any
-
-import httpx
+from typing import Any, NamedTuple
 
 from emulator.gateway_routing import GatewayError, choose_route, engine_path, split_scoring_path
+from emulator.gateway_upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from emulator.scoring_directory import DeploymentView, ScoringDirectory
 
 # Azure does not document the scoring payload limit we could verify; 1.5 MiB is the figure in
@@ -33,12 +32,21 @@ DROPPED_REQUEST_HEADERS = frozenset(
     {b"host", b"authorization", b"connection", b"keep-alive", b"content-length", b"transfer-encoding",
      b"x-request-id", b"upgrade", b"te", b"proxy-authorization"}
 )
-DROPPED_RESPONSE_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", DEPLOYMENT_HEADER})
+DROPPED_RESPONSE_HEADERS = frozenset({b"connection", b"keep-alive", b"transfer-encoding", DEPLOYMENT_HEADER.encode()})
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+
+class Exchange(NamedTuple):
+    """What is sent to an instance (and, for a mirror, sent again)."""
+
+    method: str
+    target: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
 def _json_error(status: int, message: str) -> bytes:
@@ -62,15 +70,7 @@ class ScoringGateway:
         self._in_flight: Counter[tuple[str, str]] = Counter()
         self._cursor: Counter[tuple[str, str]] = Counter()
         self._mirrors: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        """One pooled client to all engines, made inside the serving loop."""
-        if self._client is None:
-            limits = httpx.Limits(max_connections=2048, max_keepalive_connections=512)
-            self._client = httpx.AsyncClient(timeout=None, limits=limits, trust_env=False)
-        return self._client
+        self._upstream = UpstreamPool()
 
     @property
     def pending_mirrors(self) -> int:
@@ -80,9 +80,7 @@ class ScoringGateway:
     async def aclose(self) -> None:
         for task in list(self._mirrors):
             task.cancel()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        self._upstream.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -124,16 +122,16 @@ class ScoringGateway:
         instance = self._pick_instance(name, deployment)
         forwarded = [(k, v) for k, v in scope["headers"] if k not in DROPPED_REQUEST_HEADERS]
         forwarded.append((b"x-request-id", request_id.encode()))
-        upstream = engine_path(rest, deployment.scoring_path)
         query = scope.get("query_string", b"")
-        url = f"{upstream}?{query.decode('latin-1')}" if query else upstream
+        upstream = engine_path(rest, deployment.scoring_path)
+        target_path = f"{upstream}?{query.decode('latin-1')}" if query else upstream
+        exchange = Exchange(scope["method"], target_path, forwarded, body)
         if route.mirror is not None:
-            self._start_mirror(name, endpoint.deployments[route.mirror], scope["method"], url, forwarded, body)
+            self._start_mirror(name, endpoint.deployments[route.mirror], exchange)
         key = (name, deployment.name)
         self._in_flight[key] += 1
         try:
-            await self._forward(scope["method"], instance + url, forwarded, body, deployment, request_id,
-                                receive, send)
+            await self._forward(instance, exchange, deployment, request_id, receive, send)
         finally:
             self._in_flight[key] -= 1
 
@@ -177,55 +175,51 @@ class ScoringGateway:
         self._cursor[key] += 1
         return deployment.ready_instances[self._cursor[key] % len(deployment.ready_instances)]
 
-    async def _forward(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes,
-                       deployment: DeploymentView, request_id: str, receive: Receive, send: Send) -> None:
-        timeout_s = deployment.request_timeout_ms / 1000
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        request = self.client.build_request(method, url, headers=headers, content=body)
+    async def _forward(self, instance: str, exchange: Exchange, deployment: DeploymentView, request_id: str,
+                       receive: Receive, send: Send) -> None:
+        deadline = asyncio.get_running_loop().time() + deployment.request_timeout_ms / 1000
         try:
             async with asyncio.timeout_at(deadline):
-                response = await self.client.send(request, stream=True)
+                response = await self._upstream.request(instance, *exchange)
         except TimeoutError:
-            raise GatewayError(408, f"The request exceeded request_timeout_ms ({deployment.request_timeout_ms} ms).") from None
-        except httpx.TransportError as err:
-            raise GatewayError(502, f"The instance of deployment '{deployment.name}' failed: {type(err).__name__}.") from None
+            raise _timeout(deployment) from None
+        except UpstreamError:
+            raise GatewayError(502, f"The instance of deployment '{deployment.name}' failed to answer.") from None
         extra = [(DEPLOYMENT_HEADER.encode(), deployment.name.encode()), (b"x-request-id", request_id.encode())]
         try:
-            if not 200 <= response.status_code < 300:
-                await self._model_error(response, deadline, deployment, extra, send)
-                return
-            await self._stream(response, deadline, deployment, extra, receive, send)
+            if not 200 <= response.status < 300:
+                await self._model_error(response, deadline, extra, send)
+            else:
+                await self._stream(response, deadline, deployment, extra, receive, send)
         finally:
-            await response.aclose()
+            response.close()
 
-    async def _model_error(self, response: httpx.Response, deadline: float, deployment: DeploymentView,
-                           extra: list[tuple[bytes, bytes]], send: Send) -> None:
+    async def _model_error(self, response: UpstreamResponse, deadline: float, extra: list[tuple[bytes, bytes]],
+                           send: Send) -> None:
         """Azure's 424: the engine answered non-2xx; its status and body are passed along."""
         try:
             async with asyncio.timeout_at(deadline):
-                body = await response.aread()
-        except (TimeoutError, httpx.TransportError):
+                body = await response.read()
+        except (TimeoutError, UpstreamError):
             body = b""
-        status = response.status_code
+        status = response.status
         reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Unknown"
-        headers = [(b"content-type", response.headers.get("content-type", "application/json").encode()),
+        headers = [(b"content-type", response.header(b"content-type") or b"application/json"),
                    (MODEL_STATUS_HEADER.encode(), str(status).encode()),
                    (MODEL_REASON_HEADER.encode(), reason.encode()), *extra]
         await _send_whole(send, 424, body, headers)
 
-    async def _stream(self, response: httpx.Response, deadline: float, deployment: DeploymentView,
+    async def _stream(self, response: UpstreamResponse, deadline: float, deployment: DeploymentView,
                       extra: list[tuple[bytes, bytes]], receive: Receive, send: Send) -> None:
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.multi_items()
-                   if k not in DROPPED_RESPONSE_HEADERS]
-        is_sse = response.headers.get("content-type", "").startswith("text/event-stream")
+        headers = [(k, v) for k, v in response.headers if k not in DROPPED_RESPONSE_HEADERS]
+        is_sse = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
         started = False
         disconnected = asyncio.ensure_future(receive()) if is_sse else None
         try:
             async with asyncio.timeout_at(deadline):
-                chunks = response.aiter_raw()
+                chunks = response.chunks()
                 first = await anext(chunks, b"")
-                await send({"type": "http.response.start", "status": response.status_code, "headers": headers + extra})
+                await send({"type": "http.response.start", "status": response.status, "headers": headers + extra})
                 started = True
                 await send({"type": "http.response.body", "body": first, "more_body": True})
                 async for chunk in chunks:
@@ -233,47 +227,46 @@ class ScoringGateway:
                         return  # the client went away: stop reading the engine
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-        except (TimeoutError, httpx.TransportError) as err:
-            timed_out = isinstance(err, TimeoutError)
+        except (TimeoutError, UpstreamError) as err:
+            status = 408 if isinstance(err, TimeoutError) else 502
             if not started:
-                if timed_out:
-                    raise GatewayError(408, f"The request exceeded request_timeout_ms ({deployment.request_timeout_ms} ms).") from None
+                if status == 408:
+                    raise _timeout(deployment) from None
                 raise GatewayError(502, f"The instance of deployment '{deployment.name}' failed mid-response.") from None
-            await self._abort(send, is_sse, 408 if timed_out else 502, deployment)
+            if is_sse:
+                await self._abort_event(send, status, deployment)
         finally:
             if disconnected is not None:
                 disconnected.cancel()
 
-    async def _abort(self, send: Send, is_sse: bool, status: int, deployment: DeploymentView) -> None:
-        """A started response cannot change its status: say why in the stream (SSE), then cut the
-        connection without the final chunk so no client mistakes the truncated answer for a whole one."""
-        if is_sse:
-            reason = (f"request_timeout_ms ({deployment.request_timeout_ms} ms) exceeded" if status == 408
-                      else f"the instance of deployment '{deployment.name}' failed")
-            event = json.dumps({"error": {"code": status, "message": f"Stream aborted: {reason}."}})
-            await send({"type": "http.response.body", "body": f"data: {event}\n\n".encode(), "more_body": True})
+    @staticmethod
+    async def _abort_event(send: Send, status: int, deployment: DeploymentView) -> None:
+        """A started stream cannot change its status: say why in one last SSE event. The response then
+        ends without its final chunk, so no client mistakes the truncated answer for a whole one."""
+        reason = (f"request_timeout_ms ({deployment.request_timeout_ms} ms) exceeded" if status == 408
+                  else f"the instance of deployment '{deployment.name}' failed")
+        event = json.dumps({"error": {"code": status, "message": f"Stream aborted: {reason}."}})
+        await send({"type": "http.response.body", "body": f"data: {event}\n\n".encode(), "more_body": True})
 
-    def _start_mirror(self, endpoint: str, deployment: DeploymentView, method: str, url: str,
-                      headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def _start_mirror(self, endpoint: str, deployment: DeploymentView, exchange: Exchange) -> None:
         """Send a copy to the mirror deployment; its answer, errors and limits never reach the client."""
         key = (endpoint, deployment.name)
         try:
             instance = self._pick_instance(endpoint, deployment)
         except GatewayError:
-            return  # no room or not ready: the copy is dropped, as Azure drops mirror overflow
+            return  # no room or not ready: the copy is dropped
 
         async def mirror() -> None:
             self._in_flight[key] += 1
             try:
                 async with asyncio.timeout(deployment.request_timeout_ms / 1000):
-                    request = self.client.build_request(method, instance + url, headers=headers, content=body)
-                    response = await self.client.send(request, stream=True)
+                    response = await self._upstream.request(instance, *exchange)
                     try:
-                        async for _ in response.aiter_raw():
+                        async for _ in response.chunks():
                             pass
                     finally:
-                        await response.aclose()
-            except (TimeoutError, httpx.HTTPError):
+                        response.close()
+            except (TimeoutError, UpstreamError):
                 pass
             finally:
                 self._in_flight[key] -= 1
@@ -281,6 +274,10 @@ class ScoringGateway:
         task = asyncio.ensure_future(mirror())
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
+
+
+def _timeout(deployment: DeploymentView) -> GatewayError:
+    return GatewayError(408, f"The request exceeded request_timeout_ms ({deployment.request_timeout_ms} ms).")
 
 
 def create_gateway_app(directory: ScoringDirectory, *, max_body_bytes: int = MAX_BODY_BYTES,
