@@ -56,6 +56,7 @@ def main(argv: list[str]) -> int:
         print(json.dumps(conn, indent=2))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe is noise
     opts = Options(
         state_dir=args.state_dir, port=args.port, gateway_port=args.gateway_port,
         location=args.location.lower(), realistic=args.realistic, gpu_quota_cores=args.gpu_quota_cores,

@@ -99,7 +99,7 @@ def _uvicorn(app, state: StateDir) -> _Server:
     return _Server(uvicorn.Config(
         app, ssl_certfile=str(state.server_cert), ssl_keyfile=str(state.server_key),
         log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
-        timeout_graceful_shutdown=3,
+        timeout_graceful_shutdown=1,
     ))
 
 
@@ -146,7 +146,6 @@ async def serve(opts: Options) -> None:
             state.connection.unlink(missing_ok=True)
             for server, _ in servers:
                 server.should_exit = True
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await control.runtime.close()
+            await asyncio.gather(*tasks, control.runtime.close(), return_exceptions=True)
             store.close()
             log.info("stopped")
