@@ -135,7 +135,8 @@ def ml_client(settings: Settings):
     silence_poll_dots()
     ids = (settings.subscription_id, settings.resource_group, settings.workspace)
     if settings.target == "azure":
-        return MLClient(credential(settings), *ids)
+        # Explicit: MLClient otherwise reuses the process-wide AZUREML_CURRENT_CLOUD a local client set.
+        return MLClient(credential(settings), *ids, cloud="AzureCloud")
     from azure.ai.ml.constants._common import LROConfigurations
 
     conn = connection(settings)

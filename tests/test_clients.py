@@ -1,0 +1,126 @@
+"""The client factory: the only place that knows the target. Local clients come from a running
+emulator's connection.json; Azure clients from the public cloud; tokens come from the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from pydantic import SecretStr
+
+from emulator import process
+from emulator.certs import ensure_certificates
+from emulator.layout import StateDir
+from tasks import clients
+from tasks.settings import load_settings
+
+
+@pytest.fixture
+def pretend_emulator(tmp_path):
+    """A state dir whose lock this test process holds, with a connection.json naming it: enough for
+    building clients (MLClient makes no HTTP call at construction)."""
+
+    def make(port: int):
+        state = StateDir(tmp_path / f"state-{port}")
+        state.root.mkdir()
+        (state.root / "secrets").mkdir()
+        state.client_secret.write_text("s3cret-value")
+        ensure_certificates(state)
+        state.connection.write_text(json.dumps({
+            "arm_url": f"https://127.0.0.1:{port}", "ca_cert": str(state.ca_cert),
+            "subscription_id": "sub", "resource_group": "rg", "workspace": "ws", "location": "swedencentral",
+            "scoring_base": f"https://127.0.0.1:{port + 1}", "pid": os.getpid()}))
+        return state
+
+    locks = []
+
+    def running(port: int):
+        state = make(port)
+        lock = process.hold_lock(state)
+        lock.__enter__()
+        locks.append(lock)
+        return load_settings(target="local", emulator_state_dir=state.root)
+
+    yield running
+    for lock in locks:
+        lock.__exit__(None, None, None)
+
+
+def test_local_ml_client_uses_custom_cloud_metadata_unique_per_url(pretend_emulator):
+    from azure.ai.ml._azure_environments import _environments
+
+    first = clients.ml_client(pretend_emulator(41001))
+    second = clients.ml_client(pretend_emulator(41011))
+    assert first._base_url == "https://127.0.0.1:41001"
+    assert second._base_url == "https://127.0.0.1:41011"  # a second URL is not shadowed by the first
+    clouds = [c for c in _environments.values() if c.get("resource_manager", "").startswith("https://127.0.0.1:410")]
+    assert len(clouds) == 2
+    for cloud in clouds:
+        assert {"azure_portal", "resource_manager", "active_directory", "aml_resource_id", "storage_endpoint",
+                "registry_discovery_endpoint"} <= cloud.keys()
+    from azure.ai.ml.constants._common import LROConfigurations
+
+    assert LROConfigurations.POLL_INTERVAL == clients.LOCAL_POLL_INTERVAL_S
+
+
+def test_local_scoring_ca_and_monitor_client(pretend_emulator):
+    settings = pretend_emulator(41021)
+    assert clients.scoring_ca(settings).endswith("ca.pem")
+    monitor = clients.monitor_client(settings)
+    assert monitor._client._base_url == "https://127.0.0.1:41021"
+    assert isinstance(clients.credential(settings), clients.EmulatorCredential)
+
+
+def test_the_credential_keeps_its_secret_secret(pretend_emulator):
+    settings = pretend_emulator(41031)
+    credential = clients.credential(settings)
+    assert "s3cret-value" not in repr(vars(credential))
+    assert isinstance(credential._secret, SecretStr)
+
+
+def test_azure_target_uses_the_public_cloud(monkeypatch):
+    settings = load_settings(target="azure", subscription_id="11111111-1111-1111-1111-111111111111")
+    from azure.identity import DefaultAzureCredential
+
+    assert isinstance(clients.credential(settings), DefaultAzureCredential)
+    assert clients.scoring_ca(settings) is True
+    assert clients.ml_client(settings)._base_url == "https://management.azure.com"
+    assert clients.monitor_client(settings)._client._base_url.rstrip("/") == "https://management.azure.com"
+
+
+def test_no_running_emulator_is_a_clear_error(tmp_path):
+    settings = load_settings(target="local", emulator_state_dir=tmp_path / "nothing")
+    with pytest.raises(clients.EmulatorUnavailable, match="python -m emulator --state-dir"):
+        clients.ml_client(settings)
+
+
+def test_stale_connection_file_after_a_crash_is_not_trusted(tmp_path):
+    state = StateDir(tmp_path)
+    state.connection.write_text(json.dumps({"arm_url": "https://127.0.0.1:1", "pid": 999999}))
+    with pytest.raises(clients.EmulatorUnavailable):
+        clients.connection(load_settings(target="local", emulator_state_dir=tmp_path))
+
+
+def test_credential_gets_and_caches_emulator_tokens(emulator):
+    settings = emulator.settings()
+    credential = clients.credential(settings)
+    scope = emulator.conn["arm_url"] + "/.default"
+    token = credential.get_token(scope)
+    assert credential.get_token(scope) is token  # cached until close to expiry
+    assert credential.get_token("https://ml.azure.com/.default").token != token.token
+    with pytest.raises(RuntimeError, match="refused a token") as err:
+        credential.get_token("https://vault.azure.net/.default")
+    assert settings.emulator_state_dir.joinpath("secrets/client_secret").read_text().strip() not in str(err.value)
+
+
+def test_ensure_emulator_starts_one_once(tmp_path):
+    settings = load_settings(target="local", emulator_state_dir=tmp_path / "emu", region="swedencentral")
+    try:
+        first = clients.ensure_emulator(settings)
+        again = clients.ensure_emulator(settings)
+        assert first == again
+        assert clients.ml_client(settings).workspaces.get("ws-r1").location == "swedencentral"
+    finally:
+        process.stop(tmp_path / "emu")
+    assert process.running_pid(StateDir(tmp_path / "emu")) is None
