@@ -211,6 +211,8 @@ class Settings(BaseSettings):
     model_revision: str = "main"
     model_supply: Literal["registered-asset", "baked-in-image", "hub-at-start"] = "registered-asset"
     model_asset: str = "deepseek-r1-distill-llama-8b:1"  # name:version of the registered model asset
+    # Where the weights already sit in the workspace's storage; the rollout registers the asset from here.
+    model_asset_path: str = "azureml://datastores/workspaceblobstore/paths/models/deepseek-r1-distill-llama-8b/"
     model_mount_path: str = "/var/azureml-app/models/r1"  # where Azure mounts that asset in the container
     model_config_path: Path | None = None  # a HF config.json for the capacity planner
     instance_type: str = "Standard_NC24ads_A100_v4"
