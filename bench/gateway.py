@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from emulator.certs import ensure_certificates  # noqa: E402
 from emulator.layout import StateDir  # noqa: E402
-from tests.fake_engine_process import fake_engine, free_port  # noqa: E402
+from tests.fake_engine_process import fake_engine, free_port, wait_listening  # noqa: E402
 
 KEY = "bench-key"
 CHAT = {"messages": [{"role": "user", "content": "Which is better, summer or winter?"}], "max_tokens": 16}
@@ -122,19 +122,6 @@ def serve_gateway(port: int, engine_url: str, certfile: str, keyfile: str) -> No
                 ssl_keyfile=keyfile, log_level="warning", access_log=False)
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    import socket
-
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError("gateway process exited")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="load per cell (default 2)")
@@ -153,7 +140,7 @@ def main() -> None:
             [sys.executable, __file__, "--serve-gateway", str(port), engine.url, str(state.server_cert),
              str(state.server_key)], env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
         try:
-            wait_for_port(port, gateway)
+            wait_listening(port, gateway)
             through = f"https://127.0.0.1:{port}/endpoints/bench/v1/chat/completions"
             direct = f"{engine.url}/v1/chat/completions"
             print(f"{'mode':<10}{'conc':>5} | {'direct rps':>10} {'p50 ms':>7} {'p99 ms':>7} | "

@@ -77,6 +77,10 @@ class ScoringGateway:
         """Mirror copies still on their way (their answers are dropped)."""
         return len(self._mirrors)
 
+    def in_flight(self, endpoint: str, deployment: str) -> int:
+        """Requests (mirror copies included) this gateway has at the deployment right now."""
+        return self._in_flight[(endpoint, deployment)]
+
     async def aclose(self) -> None:
         for task in list(self._mirrors):
             task.cancel()

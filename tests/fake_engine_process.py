@@ -49,29 +49,29 @@ def metric_value(text: str, name: str) -> float:
     raise KeyError(name)
 
 
-def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"fake engine exited with {process.returncode}")
+            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.02)
-    raise RuntimeError("fake engine did not start listening")
+    raise RuntimeError(f"nothing listens on {port} after 30 s")
 
 
 @contextmanager
-def fake_engine(knobs: Mapping[str, str] | None = None) -> Iterator[EngineProcess]:
-    """A fake engine process on a free loopback port, configured like a deployment's environment."""
-    port = free_port()
+def fake_engine(knobs: Mapping[str, str] | None = None, port: int | None = None) -> Iterator[EngineProcess]:
+    """A fake engine process on a (free) loopback port, configured like a deployment's environment."""
+    port = port or free_port()
     deployment_env = {"FAKE_ENGINE_ACCESS_LOG": "0", **(knobs or {})}
     argv, extra = instance_command(port, deployment_env)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAKE_ENGINE_")}
     process = subprocess.Popen(argv, env={**env, **deployment_env, **extra}, stdout=subprocess.DEVNULL)
     try:
-        _wait_listening(port, process)
+        wait_listening(port, process)
         yield EngineProcess(f"http://127.0.0.1:{port}", process)
     finally:
         process.terminate()

@@ -258,3 +258,31 @@ def test_streaming_arrives_chunk_by_chunk(gateway, directory):
     gaps = [b - a for a, b in zip(arrivals[1:9], arrivals[2:9])]
     # Tokens are 50 ms apart at the engine; buffering anywhere would collapse these gaps to ~0.
     assert min(gaps) > 0.02 and arrivals[8] - arrivals[1] >= 0.3
+
+
+def test_a_restarted_instance_on_the_same_port_is_reached_afresh(gateway, directory):
+    url, _ = gateway
+    with fake_engine() as first:
+        port = int(first.url.rsplit(":", 1)[1])
+        key = directory.add("reborn", deployment("blue", first.url), traffic={"blue": 100})
+        assert score(url, "reborn", key).status_code == 200  # leaves a pooled keep-alive connection
+    with fake_engine(port=port) as second:
+        assert [score(url, "reborn", key).status_code for _ in range(3)] == [200] * 3
+        assert second.counter() == 3
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_slot(gateway, directory):
+    url, app = gateway
+    knobs = {"FAKE_ENGINE_TOKENS_PER_S": "10", "FAKE_ENGINE_REASONING_TOKENS": "50"}
+    with fake_engine(knobs) as slow:
+        key = directory.add("walkaway", deployment("blue", slow.url, mcr=1, count=1), traffic={"blue": 100})
+        with httpx.stream("POST", f"{url}/endpoints/walkaway/v1/chat/completions",
+                          headers={"Authorization": f"Bearer {key}"}, json={**CHAT, "stream": True}) as response:
+            next(response.iter_lines())
+            assert app.in_flight("walkaway", "blue") == 1
+        # The answer would take 5 s; the gateway lets go of the engine at its next token instead.
+        deadline = time.monotonic() + 4
+        while (app.in_flight("walkaway", "blue") or slow.metric("vllm:num_requests_running")) and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.in_flight("walkaway", "blue") == 0 and slow.metric("vllm:num_requests_running") == 0
