@@ -60,6 +60,8 @@ def plan(
     if render_to and report["ok"]:
         render_all(settings, Path(render_to))
         logger.info("rendered specs under %s", render_to)
+    elif render_to:
+        logger.warning("blocking findings: nothing rendered under %s", render_to)
     errors = sum(1 for f in report["findings"] if f["severity"] == "error" and not f["waived"])
     logger.info("plan %s: %d finding(s), %d blocking; report in %s",
                 "passed" if report["ok"] else "blocked", len(report["findings"]), errors, out)

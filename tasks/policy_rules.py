@@ -59,7 +59,8 @@ def not_digest_pinned(b: SpecBundle) -> list[str]:
 
 
 def latest_tag(b: SpecBundle) -> list[str]:
-    return [f"{where} {image!r} uses the moving 'latest' tag" for where, image in b.images.items()
+    return [f"{where} {image!r} {'uses' if _image_tag(image) else 'has no tag, i.e.'} the moving 'latest' tag"
+            for where, image in b.images.items()
             if not DIGEST.search(image) and _image_tag(image) in (None, "latest")]
 
 
