@@ -125,3 +125,35 @@ def fake_deployment():
         return ManagedOnlineDeployment(**fields)
 
     return build
+
+
+@pytest.fixture
+def wait_for():
+    """Poll until ``predicate()`` is truthy and return its value (waiting on processes, not timing them)."""
+    import time
+
+    def wait(predicate, timeout: float = 30.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    return wait
+
+
+@pytest.fixture
+def refused():
+    """True once nothing listens at an instance URL any more."""
+    import httpx
+
+    def check(url: str) -> bool:
+        try:
+            httpx.get(url + "/health", timeout=1)
+        except httpx.TransportError:
+            return True
+        return False
+
+    return check

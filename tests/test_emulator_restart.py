@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import httpx
 import pytest
@@ -17,26 +16,11 @@ from emulator import process
 from tasks import clients
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _refused(url: str) -> bool:
-    try:
-        httpx.get(url + "/health", timeout=1)
-    except httpx.TransportError:
-        return True
-    return False
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_everything_is_back_after_a_restart(fresh_emulator, unique_name, fake_deployment, how):
+def test_everything_is_back_after_a_restart(fresh_emulator, unique_name, fake_deployment, how, wait_for,
+                                           refused):
     emulator = fresh_emulator
     settings = emulator.settings()
     ml = clients.ml_client(settings)
@@ -62,7 +46,7 @@ def test_everything_is_back_after_a_restart(fresh_emulator, unique_name, fake_de
     else:
         os.kill(before["pid"], signal.SIGKILL)
         wait_for(lambda: process.running_pid(emulator.state) is None, what="the emulator to die")
-    wait_for(lambda: _refused(instance_url), what="the instance to die with the emulator")
+    wait_for(lambda: refused(instance_url), what="the instance to die with the emulator")
 
     after = process.start_detached(emulator.state_dir, [])
     assert after["pid"] != before["pid"]

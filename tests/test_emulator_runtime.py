@@ -3,7 +3,6 @@ capacity scales, logs come from the instances, unknown images fail like an image
 
 from __future__ import annotations
 
-import time
 
 import httpx
 import pytest
@@ -12,16 +11,6 @@ from azure.core.exceptions import HttpResponseError
 
 from tasks import clients
 
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    """Poll until ``predicate()`` is truthy (waiting on processes, not asserting on time)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -52,7 +41,7 @@ def test_unknown_image_fails_like_an_image_pull_failure(endpoint, fake_deploymen
         ml.online_deployments.begin_create_or_update(fake_deployment(name, "web", image="contoso.io/web:2")).result()
 
 
-def test_crash_restarts_the_instance(emulator, endpoint, fake_deployment):
+def test_crash_restarts_the_instance(emulator, endpoint, fake_deployment, wait_for):
     ml, name = endpoint
     dep = ml.online_deployments.begin_create_or_update(
         fake_deployment(name, "crashy", environment_variables={"FAKE_ENGINE_CRASH_AFTER": "1"})).result()
@@ -71,7 +60,7 @@ def test_crash_restarts_the_instance(emulator, endpoint, fake_deployment):
     assert "restarting" in ml.online_deployments.get_logs("crashy", name, lines=200)
 
 
-def test_liveness_failures_restart_the_instance(emulator, endpoint, fake_deployment):
+def test_liveness_failures_restart_the_instance(emulator, endpoint, fake_deployment, wait_for):
     ml, name = endpoint
     routes = {"port": 8000, "path": "/health"}
     env = Environment(image="local/fake-engine:1", inference_config={
@@ -99,18 +88,11 @@ def test_capacity_change_scales_and_image_change_replaces(emulator, endpoint, fa
     assert len(replaced) == 1 and replaced[0]["url"] != one[0]["url"] and replaced[0]["ready"]
 
 
-def test_deleting_a_deployment_stops_its_instances(emulator, endpoint, fake_deployment):
+def test_deleting_a_deployment_stops_its_instances(emulator, endpoint, fake_deployment, wait_for, refused):
     ml, name = endpoint
     dep = ml.online_deployments.begin_create_or_update(fake_deployment(name, "gone")).result()
     url = emulator.instances(dep.id)[0]["url"]
     assert httpx.get(url + "/health").status_code == 200
     ml.online_deployments.begin_delete("gone", name).result()
-    wait_for(lambda: _refused(url), what="the instance to stop")
+    wait_for(lambda: refused(url), what="the instance to stop")
 
-
-def _refused(url: str) -> bool:
-    try:
-        httpx.get(url + "/health", timeout=1)
-    except httpx.TransportError:
-        return True
-    return False
