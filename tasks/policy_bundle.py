@@ -273,14 +273,33 @@ def build_bundle(
     )
 
 
+def _flatten(errors, prefix: str = "") -> list[str]:
+    if isinstance(errors, dict):
+        return [line for key, sub in errors.items() for line in _flatten(sub, f"{prefix}{key}.")]
+    messages = errors if isinstance(errors, list) else [errors]
+    return [f"{prefix.rstrip('.')}: {m}" if prefix else str(m) for m in messages]
+
+
+def describe_load_error(err: Exception) -> str:
+    """The SDK's schema errors embed a JSON object of field -> messages: one ``field: message`` each."""
+    text = str(err).strip()
+    start = text.find("{")
+    if start >= 0:
+        try:
+            errors, _ = json.JSONDecoder().raw_decode(text[start:])
+            return "; ".join(_flatten(errors))
+        except json.JSONDecodeError:
+            pass
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _load(loader, path: Path):
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
         return loader(path)
     except Exception as err:  # marshmallow / SDK validation / YAML errors: bad input, exit 2
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: not a valid Azure ML spec: {first}") from None
+        raise InputError(f"{path}: not a valid Azure ML spec: {describe_load_error(err)}") from None
 
 
 def bundle_from_files(

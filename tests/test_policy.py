@@ -291,11 +291,13 @@ def test_vllm_serve_positional_model(tmp_path):
 @pytest.mark.parametrize(
     "name, content, expected",
     [
-        ("deployment.yml", "name: x\nendpoint_name: r1-prod\ninstance_type: Standard_NC24ads_A100_v4\nfoo_bar: 1\n",
-         "not a valid Azure ML spec"),
+        ("deployment.yml", "name: x\nendpoint_name: r1-prod\ninstance_type: Standard_NC24ads_A100_v4\nfoo_bar: 1\n"
+         "request_settings:\n  bogus: 2\n",
+         "not a valid Azure ML spec: request_settings.bogus: Unknown field.; foo_bar: Unknown field.$"),
         ("deployment.yml", "name: x\nendpoint_name: r1-prod\ninstance_type: Standard_D2as_v4\n",
          "not a known GPU SKU"),
-        ("endpoint.yml", "name: r1-prod\nauth_mode: password\n", "not a valid Azure ML spec"),
+        ("endpoint.yml", "name: r1-prod\nauth_mode: password\n", "not a valid Azure ML spec: auth_mode: .*password"),
+        ("endpoint.yml", "name: [r1\n", "not a valid Azure ML spec"),
     ],
 )
 def test_invalid_user_files_are_input_errors(tmp_path, name, content, expected):
@@ -319,3 +321,22 @@ def test_unparsable_vllm_number_is_an_input_error(tmp_path):
 def test_unknown_model_without_config_is_a_settings_error():
     with pytest.raises(SettingsError, match="R1_MODEL_CONFIG_PATH"):
         from_settings(model_id="someone/unknown-model")
+
+
+def test_guide_environment_builds_the_gated_dockerfile():
+    from azure.ai.ml import load_environment
+
+    build = load_environment(GUIDE / "environment.yml").build
+    assert build.dockerfile_path == "Dockerfile"  # i.e. tests/fixtures/guide/Dockerfile, gated above
+
+
+def test_deployment_referencing_a_registered_environment_is_judged_by_the_dockerfile(tmp_path):
+    bundle = with_files(tmp_path, deployment=lambda d: d.update(environment="azureml:r1-vllm:3"))
+    assert list(bundle.images) == ["Dockerfile FROM"] and check(bundle) == []
+
+
+def test_kubernetes_deployment_is_not_accepted(tmp_path):
+    path = tmp_path / "k8s.yml"
+    path.write_text("name: blue\nendpoint_name: r1-prod\ntype: kubernetes\ninstance_type: gpu\n")
+    with pytest.raises(InputError, match="k8s.yml: not a managed online deployment"):
+        bundle_from_files(load_settings(), deployment_yaml=path)
