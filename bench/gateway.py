@@ -1,7 +1,11 @@
 """Benchmark the scoring gateway: requests/s and the latency it adds over calling the fake engine
 directly, at concurrency 1, 16 and 64, streaming and not, over HTTPS as the emulator serves it.
 
-    .venv/bin/python bench/gateway.py [--seconds 2]
+    .venv/bin/python bench/gateway.py [--seconds 2] [--rate 500]
+
+Two tables: closed loop (throughput; at concurrency N the latency is N / throughput, so it
+measures saturation, not overhead) and paced at --rate (the added latency a caller sees when the
+gateway is not saturated).
 
 The engine, the gateway (uvicorn + TLS) and this load generator run as three processes. The load
 generator speaks raw HTTP/1.1 over asyncio streams so that it is not the bottleneck it measures.
@@ -72,27 +76,35 @@ def canned_request(url: str, stream: bool) -> bytes:
             f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
 
 
-async def load(url: str, stream: bool, concurrency: int, seconds: float,
-               context: ssl.SSLContext | None) -> tuple[float, list[float], int]:
-    """(requests/s, latencies in seconds, non-200 answers) for ``seconds`` of closed-loop load."""
+async def load(url: str, stream: bool, concurrency: int, seconds: float, context: ssl.SSLContext | None,
+               rate: float | None = None) -> tuple[float, list[float], int]:
+    """(requests/s, latencies in seconds, non-200 answers) for ``seconds`` of load on ``concurrency``
+    connections: closed loop (each sends again at once), or paced at ``rate`` requests/s in total, with
+    latency counted from the scheduled send time (so queueing behind a saturated gateway shows)."""
     raw = canned_request(url, stream)
     connections = [await Connection.open(url, context) for _ in range(concurrency)]
     for connection in connections:  # warm up (TLS session, pools)
         await connection.exchange(raw)
     latencies: list[float] = []
     failures = 0
-    deadline = time.perf_counter() + seconds
+    began = time.perf_counter()
+    deadline = began + seconds
 
-    async def worker(connection: Connection) -> None:
+    async def worker(index: int, connection: Connection) -> None:
         nonlocal failures
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
+        sent = 0
+        while True:
+            due = began + (sent * concurrency + index) / rate if rate else time.perf_counter()
+            if due >= deadline:
+                return
+            if due > time.perf_counter():
+                await asyncio.sleep(due - time.perf_counter())
             if await connection.exchange(raw) != 200:
                 failures += 1
-            latencies.append(time.perf_counter() - start)
+            latencies.append(time.perf_counter() - due)
+            sent += 1
 
-    began = time.perf_counter()
-    await asyncio.gather(*(worker(c) for c in connections))
+    await asyncio.gather(*(worker(i, c) for i, c in enumerate(connections)))
     elapsed = time.perf_counter() - began
     for connection in connections:
         connection.close()
@@ -125,6 +137,7 @@ def serve_gateway(port: int, engine_url: str, certfile: str, keyfile: str) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="load per cell (default 2)")
+    parser.add_argument("--rate", type=float, default=500.0, help="offered rate of the paced runs (default 500/s)")
     parser.add_argument("--serve-gateway", nargs=4, metavar=("PORT", "ENGINE", "CERT", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_gateway:
@@ -143,20 +156,26 @@ def main() -> None:
             wait_listening(port, gateway)
             through = f"https://127.0.0.1:{port}/endpoints/bench/v1/chat/completions"
             direct = f"{engine.url}/v1/chat/completions"
-            print(f"{'mode':<10}{'conc':>5} | {'direct rps':>10} {'p50 ms':>7} {'p99 ms':>7} | "
-                  f"{'gateway rps':>11} {'p50 ms':>7} {'p99 ms':>7} | {'added p50':>9} {'added p99':>9} "
-                  f"{'cpu ms/req':>10} {'errors':>6}")
-            for stream in (False, True):
-                for concurrency in (1, 16, 64):
-                    d_rps, d_lat, d_err = asyncio.run(load(direct, stream, concurrency, args.seconds, None))
-                    cpu_before = cpu_seconds(gateway.pid)
-                    g_rps, g_lat, g_err = asyncio.run(load(through, stream, concurrency, args.seconds, context))
-                    cpu_per_request = (cpu_seconds(gateway.pid) - cpu_before) / (len(g_lat) + concurrency) * 1000
-                    d50, d99, g50, g99 = (percentile(d_lat, 50), percentile(d_lat, 99),
-                                          percentile(g_lat, 50), percentile(g_lat, 99))
-                    print(f"{'stream' if stream else 'whole':<10}{concurrency:>5} | {d_rps:>10.0f} {d50:>7.2f} "
-                          f"{d99:>7.2f} | {g_rps:>11.0f} {g50:>7.2f} {g99:>7.2f} | {g50 - d50:>9.2f} "
-                          f"{g99 - d99:>9.2f} {cpu_per_request:>10.2f} {d_err + g_err:>6}", flush=True)
+            for rate in (None, args.rate):
+                print("closed loop: as fast as it goes" if rate is None else
+                      f"paced: {rate:.0f} requests/s offered, latency from the scheduled send time")
+                print(f"{'mode':<10}{'conc':>5} | {'direct rps':>10} {'p50 ms':>7} {'p99 ms':>7} | "
+                      f"{'gateway rps':>11} {'p50 ms':>7} {'p99 ms':>7} | {'added p50':>9} {'added p99':>9} "
+                      f"{'cpu ms/req':>10} {'errors':>6}")
+                for stream in (False, True):
+                    for concurrency in (1, 16, 64):
+                        if rate and concurrency == 1:
+                            continue  # one connection cannot be offered 500/s of ~1 ms requests
+                        d_rps, d_lat, d_err = asyncio.run(load(direct, stream, concurrency, args.seconds, None, rate))
+                        cpu_before = cpu_seconds(gateway.pid)
+                        g_rps, g_lat, g_err = asyncio.run(
+                            load(through, stream, concurrency, args.seconds, context, rate))
+                        cpu_ms = (cpu_seconds(gateway.pid) - cpu_before) / (len(g_lat) + concurrency) * 1000
+                        d50, d99, g50, g99 = (percentile(d_lat, 50), percentile(d_lat, 99),
+                                              percentile(g_lat, 50), percentile(g_lat, 99))
+                        print(f"{'stream' if stream else 'whole':<10}{concurrency:>5} | {d_rps:>10.0f} "
+                              f"{d50:>7.2f} {d99:>7.2f} | {g_rps:>11.0f} {g50:>7.2f} {g99:>7.2f} | "
+                              f"{g50 - d50:>9.2f} {g99 - d99:>9.2f} {cpu_ms:>10.2f} {d_err + g_err:>6}", flush=True)
         finally:
             gateway.terminate()
             gateway.wait(timeout=10)
