@@ -47,9 +47,8 @@ def main(argv: list[str]) -> int:
         print("error: --gpu-quota-cores must not be negative", file=sys.stderr)
         return 2
     if args.detach:
-        forwarded = [a for a in argv if a != "--detach"]
         try:
-            conn = process.start_detached(args.state_dir, [a for a in forwarded if a])
+            conn = process.start_detached(args.state_dir, _forwarded(args))
         except process.EmulatorError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
@@ -67,7 +66,18 @@ def main(argv: list[str]) -> int:
     except process.EmulatorError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        print(f"error: cannot listen: {err}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _forwarded(args: argparse.Namespace) -> list[str]:
+    """The foreground command line for a detached start (the state dir is passed resolved)."""
+    flags = ["--port", str(args.port), "--gateway-port", str(args.gateway_port), "--location", args.location,
+             "--gpu-quota-cores", str(args.gpu_quota_cores), "--subscription-id", args.subscription_id,
+             "--resource-group", args.resource_group, "--workspace", args.workspace]
+    return flags + (["--realistic"] if args.realistic else [])
 
 
 if __name__ == "__main__":

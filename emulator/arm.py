@@ -44,6 +44,7 @@ _AUTOSCALE = (r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
 _OPS = (r"/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.machinelearningservices"
         r"/locations/(?P<loc>[^/]+)/(?P<which>mfeoperationsstatus|mfeoperationresults)/(?P<op>[^/]+)")
 _OP_API = "api-version=2023-04-01-preview"
+_MAX_OPS = 10_000
 
 
 def error_response(err: ArmError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -155,6 +156,9 @@ class ControlPlane:
         return body
 
     def _new_op(self, target: str, sub: str, done: bool, with_location: bool = False) -> dict[str, str]:
+        if len(self._ops) >= _MAX_OPS:  # keep memory bounded: forget the oldest half
+            for stale in list(self._ops)[: _MAX_OPS // 2]:
+                del self._ops[stale]
         op_id = uuid.uuid4().hex
         pace = 2.0 if self.realistic else 0.0
         self._ops[op_id] = Operation(target.lower(), "Succeeded" if done else "InProgress",
@@ -248,6 +252,7 @@ class ControlPlane:
         if self.store.get(eid) is None:
             return Response(status_code=204)
         for dep in self.store.children("deployment", eid):
+            self._settle_ops(dep["id"], "Canceled", ("OperationCanceled", "The endpoint was deleted."))
             self.runtime.remove(dep["id"])
         self.store.delete(eid)
         return Response(status_code=202, headers=self._new_op(eid, sub, done=True, with_location=True))

@@ -20,13 +20,14 @@ class Directory:
         self._cp = control
         self._version = -1
         self._views: dict[str, EndpointView] = {}
+        self._keys: dict[str, tuple[str, ...]] = {}  # endpoint keys, refreshed with the views
         self._ids: dict[str, str] = {}
 
     def _refresh(self) -> None:
         if self._version == self._cp.version:
             return
         version = self._cp.version
-        views, ids = {}, {}
+        views, keys, ids = {}, {}, {}
         for ep in self._cp.store.all("endpoint"):
             deployments = {}
             for dep in self._cp.store.children("deployment", ep["id"]):
@@ -47,8 +48,9 @@ class Directory:
                 name=ep["name"], auth_mode=p["authMode"], traffic=dict(p["traffic"]),
                 mirror_traffic=dict(p["mirrorTraffic"]), deployments=deployments,
             )
+            keys[ep["name"].lower()] = self._cp.store.keys(ep["id"]) or ()
             ids[ep["name"].lower()] = ep["id"]
-        self._views, self._ids, self._version = views, ids, version
+        self._views, self._keys, self._ids, self._version = views, keys, ids, version
 
     def endpoint(self, name: str) -> EndpointView | None:
         self._refresh()
@@ -61,8 +63,8 @@ class Directory:
         endpoint_id = self._ids[endpoint.lower()]
         issuer = self._cp.issuer
         if view.auth_mode == "Key":
-            keys = self._cp.store.keys(endpoint_id) or ()
-            return any(hmac.compare_digest(bearer.encode(), k.encode()) for k in keys)
+            presented = bearer.encode()
+            return any(hmac.compare_digest(presented, k.encode()) for k in self._keys[endpoint.lower()])
         if view.auth_mode == "AMLToken":
             return issuer.verify_aml_token(bearer, endpoint_id)
         return issuer.verify(bearer, {ML_AUDIENCE}) is not None
