@@ -12,8 +12,8 @@ from typing import Any
 from tasks.policy import Finding, blocking
 from tasks.policy_bundle import SpecBundle
 from tasks.policy_rules import SECRET_NAME
-from tasks.specs import rendered_files
 from tasks.settings import Settings
+from tasks.specs import rendered_files
 
 REDACTED = "***"
 

@@ -28,8 +28,9 @@ def test_default_settings_pass_with_no_error_findings():
     report = evaluate()
     assert report["ok"] is True
     assert not [f for f in report["findings"] if f["severity"] == "error"]
-    assert report["capacity"]["recommended_max_num_seqs"] == report["capacity"]["configured"]["max_num_seqs"]
-    assert report["capacity"]["recommended_request_timeout_ms"] == report["capacity"]["configured"]["request_timeout_ms"]
+    capacity = report["capacity"]
+    assert capacity["recommended_max_num_seqs"] == capacity["configured"]["max_num_seqs"]
+    assert capacity["recommended_request_timeout_ms"] == capacity["configured"]["request_timeout_ms"]
     assert set(report["specs"]["rendered"]) >= {DOCKERFILE, DEPLOYMENT_YML}
     assert report["specs"]["sources"] == {"endpoint": "settings", "deployment": "settings", "dockerfile": "settings"}
     json.dumps(report)  # the --json contract: plain data
@@ -60,7 +61,8 @@ def test_literal_secrets_never_reach_the_report(monkeypatch):
 def test_markdown_lists_findings_waivers_and_capacity(monkeypatch):
     monkeypatch.setenv("R1_AUTH_MODE", "key")
     monkeypatch.setenv("R1_PUBLIC_NETWORK_ACCESS", "enabled")
-    monkeypatch.setenv("R1_POLICY_WAIVERS", json.dumps([{"rule": "endpoint-public-network-access", "reason": "pilot | phase 1"}]))
+    waiver = {"rule": "endpoint-public-network-access", "reason": "pilot | phase 1"}
+    monkeypatch.setenv("R1_POLICY_WAIVERS", json.dumps([waiver]))
     report = evaluate()
     md = to_markdown(report)
     assert md.startswith("# Rollout plan") and "**PASS**" in md

@@ -34,7 +34,8 @@ def with_files(tmp_path: Path, *, deployment=None, endpoint=None, dockerfile=Non
     settings = load_settings(**overrides)
     files = rendered_files(settings)
     paths = {}
-    for key, rel, change in (("deployment_yaml", DEPLOYMENT_YML, deployment), ("endpoint_yaml", ENDPOINT_YML, endpoint)):
+    changes = (("deployment_yaml", DEPLOYMENT_YML, deployment), ("endpoint_yaml", ENDPOINT_YML, endpoint))
+    for key, rel, change in changes:
         if change is not None:
             data = yaml.safe_load(files[rel])
             change(data)

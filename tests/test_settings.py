@@ -23,7 +23,8 @@ def problems(monkeypatch, **env: str) -> list[str]:
 
 def test_defaults_are_the_documented_ones():
     s = load_settings()
-    assert (s.target, s.region, s.auth_mode, s.model_supply) == ("local", "swedencentral", "aad_token", "registered-asset")
+    assert (s.target, s.region, s.auth_mode) == ("local", "swedencentral", "aad_token")
+    assert s.model_supply == "registered-asset"
     assert s.instance_type == "Standard_NC24ads_A100_v4" and s.instance_count == 1
     assert s.traffic_steps == [10, 50, 100] and s.mirror_percent == 0
     assert "swedencentral" in s.allowed_regions == EUROPEAN_REGIONS
@@ -81,7 +82,7 @@ def test_dotenv_file_is_read(tmp_path):
         ({"R1_MODEL_MOUNT_PATH": "models/r1"}, "R1_MODEL_MOUNT_PATH", "absolute path"),
         ({"R1_IMAGE": "has space"}, "R1_IMAGE", "not an image reference"),
         ({"R1_ENVIRONMENT_VARIABLES": '{"VLLM_ARGS": "--x"}'}, "R1_ENVIRONMENT_VARIABLES", "sets VLLM_ARGS"),
-        ({"R1_ENVIRONMENT_VARIABLES": '{"A B": "1"}'}, "R1_ENVIRONMENT_VARIABLES", "not valid environment variable names"),
+        ({"R1_ENVIRONMENT_VARIABLES": '{"A B": "1"}'}, "R1_ENVIRONMENT_VARIABLES", "not valid environment variable"),
         ({"R1_VLLM__MAX_NUM_SEQS": "0"}, "R1_VLLM__MAX_NUM_SEQS", "greater than or equal to 1"),
         ({"R1_VLLM__GPU_MEMORY_UTILIZATION": "0.99"}, "R1_VLLM__GPU_MEMORY_UTILIZATION", "0.98"),
         ({"R1_VLLM__REASONING_PARSER": "qwen3"}, "R1_VLLM__REASONING_PARSER", "deepseek_r1"),
@@ -131,7 +132,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
                      ["error: R1_REGION: 'eastus2' is not in R1_ALLOWED_REGIONS"], marks=pytest.mark.slow),
         pytest.param({"R1_POLICY_WAIVERS": json.dumps([{"rule": "no-such-rule", "reason": "typo"}])}, ["--json"],
                      ["error: R1_POLICY_WAIVERS: unknown rule id(s) ['no-such-rule']"], marks=pytest.mark.slow),
-        ({}, ["--deployment-yaml", "/nonexistent/deployment.yml"], ["error: /nonexistent/deployment.yml: no such file"]),
+        ({}, ["--deployment-yaml", "/nonexistent/d.yml"], ["error: /nonexistent/d.yml: no such file"]),
     ],
 )
 def test_cli_exits_2_with_one_line_per_problem(env, args, expected):
@@ -142,4 +143,4 @@ def test_cli_exits_2_with_one_line_per_problem(env, args, expected):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == len(expected)
-    assert all(line.startswith(prefix) for line, prefix in zip(lines, expected))
+    assert all(line.startswith(prefix) for line, prefix in zip(lines, expected, strict=True))
