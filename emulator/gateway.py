@@ -32,7 +32,10 @@ DROPPED_REQUEST_HEADERS = frozenset(
     {b"host", b"authorization", b"connection", b"keep-alive", b"content-length", b"transfer-encoding",
      b"x-request-id", b"upgrade", b"te", b"proxy-authorization"}
 )
-DROPPED_RESPONSE_HEADERS = frozenset({b"connection", b"keep-alive", b"transfer-encoding", DEPLOYMENT_HEADER.encode()})
+# Hop-by-hop headers, the gateway's own, and those uvicorn adds itself (no duplicates).
+DROPPED_RESPONSE_HEADERS = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"date", b"server", DEPLOYMENT_HEADER.encode()}
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -207,7 +210,10 @@ class ScoringGateway:
         except (TimeoutError, UpstreamError):
             body = b""
         status = response.status
-        reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Unknown"
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
         headers = [(b"content-type", response.header(b"content-type") or b"application/json"),
                    (MODEL_STATUS_HEADER.encode(), str(status).encode()),
                    (MODEL_REASON_HEADER.encode(), reason.encode()), *extra]
@@ -261,7 +267,6 @@ class ScoringGateway:
             return  # no room or not ready: the copy is dropped
 
         async def mirror() -> None:
-            self._in_flight[key] += 1
             try:
                 async with asyncio.timeout(deployment.request_timeout_ms / 1000):
                     response = await self._upstream.request(instance, *exchange)
@@ -275,6 +280,7 @@ class ScoringGateway:
             finally:
                 self._in_flight[key] -= 1
 
+        self._in_flight[key] += 1  # counted now, so the next request already sees it
         task = asyncio.ensure_future(mirror())
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
