@@ -165,7 +165,7 @@ class FakeEngine:
         except InvalidRequest as err:
             await response.send(err.status, error_body(err.status, str(err), err.error_type, err.param))
         if self.knobs.access_log:
-            print(f'INFO:     {request.method} {path} HTTP/1.1" {response.status}', flush=True)
+            print(f'INFO:     "{request.method} {path} HTTP/1.1" {response.status}', flush=True)
 
     async def _route(self, request: Request, response: Response) -> None:
         path, method = request.path, request.method

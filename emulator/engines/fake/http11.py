@@ -8,6 +8,7 @@ keep-alive, Content-Length or chunked request bodies, and chunked streaming resp
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -137,7 +138,15 @@ async def _connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = await _read_body(reader, request.headers)
             response = Response(writer, keep_alive)
-            await handler(Request(request.method, request.path, request.query, request.headers, body), response)
+            try:
+                await handler(Request(request.method, request.path, request.query, request.headers, body), response)
+            except (ConnectionError, asyncio.CancelledError):
+                raise
+            except Exception:  # a bug in the handler: answer 500 if still possible, and say why
+                traceback.print_exc()
+                if not response.status:
+                    await Response(writer, keep_alive=False).send(500, b"internal error", "text/plain")
+                return
             if not (keep_alive and response.finished):
                 return
     except BadRequest as err:
