@@ -47,6 +47,18 @@ _OP_API = "api-version=2023-04-01-preview"
 _MAX_OPS = 10_000
 
 
+_MODEL_ID = re.compile(_WS + r"/models/[^/]+/versions/[^/]+$", re.IGNORECASE)
+
+
+def _check_model_reference(model: object) -> None:
+    """A deployment's model must be a workspace model-version ARM id. The emulator has no model store
+    to upload to, so it does not require the version to be registered (docs/emulator.md)."""
+    if model is not None and not (isinstance(model, str) and _MODEL_ID.match(model)):
+        raise rules.bad_request(
+            f"Model reference {model!r} is not a workspace model version id "
+            "(/subscriptions/../workspaces/../models/<name>/versions/<version>).", code="UserError")
+
+
 def error_response(err: ArmError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": err.code, "message": err.message}}, err.status, headers=headers)
 
@@ -331,8 +343,7 @@ class ControlPlane:
         resources.request_timeout_ms(props)
         resources.max_concurrency(props)
         environment = self._asset(props.get("environmentId"), "Environment")
-        if props.get("model"):
-            self._asset(props["model"], "Model")
+        _check_model_reference(props.get("model"))
         rules.check_quota(sku, capacity, self._quota_used(did), self.gpu_quota_cores, self.location)
         new = resources.deployment(existing["id"] if existing else did, existing["name"] if existing else dep,
                                    self.location, body, existing, "Creating" if existing is None else "Updating")
