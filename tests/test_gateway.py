@@ -286,3 +286,21 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(gateway, directory):
                 time.monotonic() < deadline:
             time.sleep(0.05)
         assert app.in_flight("walkaway", "blue") == 0 and slow.metric("vllm:num_requests_running") == 0
+
+
+def test_an_instance_dying_mid_stream_ends_the_stream_with_an_error(gateway, directory):
+    url, app = gateway
+    knobs = {"FAKE_ENGINE_TOKENS_PER_S": "10", "FAKE_ENGINE_REASONING_TOKENS": "50"}
+    with fake_engine(knobs) as doomed:
+        key = directory.add("midstream", deployment("blue", doomed.url), traffic={"blue": 100})
+        events: list[str] = []
+        with pytest.raises(httpx.RemoteProtocolError):
+            with httpx.stream("POST", f"{url}/endpoints/midstream/v1/chat/completions",
+                              headers={"Authorization": f"Bearer {key}"}, json={**CHAT, "stream": True}) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(line)
+                        if len(events) == 2:
+                            doomed.process.kill()
+    assert json.loads(events[-1][len("data: "):])["error"]["code"] == 502
+    assert app.in_flight("midstream", "blue") == 0
