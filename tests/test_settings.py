@@ -144,3 +144,30 @@ def test_cli_exits_2_with_one_line_per_problem(env, args, expected):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == len(expected)
     assert all(line.startswith(prefix) for line, prefix in zip(lines, expected, strict=True))
+
+
+def env_names(model, prefix: str = "R1_") -> list[tuple[str, str]]:
+    """(parent prefix, leaf) for every variable the settings model reads."""
+    from pydantic import BaseModel
+
+    names = []
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names += env_names(field.annotation, f"{prefix}{name.upper()}__")
+        else:
+            names.append((prefix, name.upper()))
+    return names
+
+
+def test_every_variable_is_documented():
+    import re
+
+    from tasks.settings import Settings
+
+    lines = (REPO_ROOT / "docs" / "plan.md").read_text().splitlines()
+    missing = [
+        prefix + leaf
+        for prefix, leaf in env_names(Settings)
+        if not any(prefix in line and re.search(rf"(?<![A-Z]){leaf}(?![A-Z_])", line) for line in lines)
+    ]
+    assert missing == []
