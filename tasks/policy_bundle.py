@@ -32,6 +32,7 @@ AZURE_DEFAULT_TIMEOUT_MS = 5000
 AZURE_DEFAULT_PROBE = {"initial_delay": 10, "period": 10, "failure_threshold": 30}
 # What vLLM does when an argument is left out.
 VLLM_DEFAULTS = {"max_num_seqs": 256, "gpu_memory_utilization": 0.9, "tensor_parallel_size": 1}
+SHELLS = {"sh", "bash", "dash"}
 VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
@@ -134,7 +135,10 @@ def expand_command(command: str | None, env: dict[str, str]) -> list[str]:
         return []
     expanded = VAR.sub(lambda m: env.get(m.group(1) or m.group(2), ""), command)
     try:
-        return shlex.split(expanded)
+        args = shlex.split(expanded)
+        if len(args) > 2 and Path(args[0]).name in SHELLS and args[1] == "-c":  # ["sh", "-c", "..."]
+            return args[:2] + shlex.split(args[2]) + args[3:]
+        return args
     except ValueError as err:
         raise InputError(f"cannot parse the container command {command!r}: {err}") from None
 

@@ -283,6 +283,21 @@ def test_command_expansion_keeps_quoted_words_and_splits_bare_ones():
     assert flag_values(args) == {"--model": "/a b", "--x": "1", "--y": None}
 
 
+def test_exec_form_shell_wrapper_is_looked_into(tmp_path):
+    text = BASE_DOCKERFILE.replace(
+        BASE_DOCKERFILE.splitlines()[-1],
+        'ENTRYPOINT ["/bin/sh", "-c", "python3 -m vllm.entrypoints.openai.api_server --model $MODEL_NAME $VLLM_ARGS"]')
+    bundle = with_files(tmp_path, dockerfile=text)
+    assert bundle.model_ref == "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
+    assert bundle.shape.max_num_seqs == 256 and "model-pulled-from-hub-at-start" in rules_fired(bundle)
+
+
+def test_unbalanced_quotes_in_the_command_are_an_input_error(tmp_path):
+    text = BASE_DOCKERFILE.replace(BASE_DOCKERFILE.splitlines()[-1], 'ENTRYPOINT python3 "--model')
+    with pytest.raises(InputError, match="cannot parse the container command"):
+        with_files(tmp_path, dockerfile=text)
+
+
 def test_vllm_serve_positional_model(tmp_path):
     text = BASE_DOCKERFILE.replace(
         BASE_DOCKERFILE.splitlines()[-1], "ENTRYPOINT vllm serve deepseek-ai/DeepSeek-R1-Distill-Llama-8B")
