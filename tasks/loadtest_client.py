@@ -14,7 +14,7 @@ import json
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,8 @@ from tasks.scoring_auth import BearerProvider
 from tasks.smoke import DEPLOYMENT_HEADER
 
 Clock = Callable[[], float]
-SPIN_S = 0.002  # sleep until this close to an intended time, then yield-spin: asyncio timers are ms-coarse
+SPIN_S = 0.0015  # sleep until this close to an intended time, then yield-spin: asyncio timers are ms-coarse
+STOP_CHECK_S = 0.25  # a long wait between arrivals still notices a stop this often
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,15 @@ class Target:
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
 
-    def ssl_context(self) -> ssl.SSLContext | bool:
+    def ssl_context(self) -> ssl.SSLContext:
+        """Built once per run: httpx would otherwise load the CA bundle for every new client (~20 ms)."""
         if isinstance(self.verify, str):
             return ssl.create_default_context(cafile=self.verify)
-        return self.verify
+        if self.verify:
+            return httpx.create_ssl_context()
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        return context
 
 
 @dataclass
@@ -83,14 +89,40 @@ class LoadRun:
         return [r for r in self.records if not r.warmup]
 
 
-def make_client(target: Target, spec: LoadSpec) -> httpx.AsyncClient:
-    """One pooled client; the pool is never the hidden limit (closed loop: one connection per worker)."""
-    cap = spec.max_concurrency if spec.open_loop else spec.concurrency
-    return httpx.AsyncClient(
-        verify=target.ssl_context(),
-        timeout=httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, 30.0)),
-        limits=httpx.Limits(max_connections=cap, max_keepalive_connections=cap),
-    )
+class ClientPool:
+    """Idle one-connection httpx clients, lent out per request.
+
+    httpcore scans every connection of a pool on each request; with one connection per client
+    that work disappears (measured: ~25 % less client CPU per request at concurrency 8).
+    """
+
+    def __init__(self, target: Target, spec: LoadSpec):
+        self._spec = spec
+        self._verify = target.ssl_context()  # one context (and CA file read) for all clients
+        self._idle: list[httpx.AsyncClient] = []
+        self._all: list[httpx.AsyncClient] = []
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        client = self._idle.pop() if self._idle else self._new()
+        try:
+            yield client
+        finally:
+            self._idle.append(client)
+
+    def _new(self) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            verify=self._verify,
+            timeout=httpx.Timeout(self._spec.timeout_s, connect=min(self._spec.timeout_s, 30.0)),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            trust_env=False,  # no proxy from the environment (it would distort timings); ~5 ms saved per client
+        )
+        self._all.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._all:
+            await client.aclose()
 
 
 async def discover_model(client: httpx.AsyncClient, target: Target) -> str | None:
@@ -171,7 +203,6 @@ async def run_load(
     on_start: Callable[[float], None] | None = None,
     progress: Callable[[Progress, float], None] | None = None,
     progress_every_s: float = 2.0,
-    client: httpx.AsyncClient | None = None,
 ) -> LoadRun:
     """Run ``spec`` against ``target`` until its count/duration bound (or ``stop``) and return the records.
 
@@ -179,8 +210,7 @@ async def run_load(
     the clock reading that is t=0 for every record; ``progress`` is
     called every ``progress_every_s`` with the counters and the elapsed seconds.
     """
-    owns_client = client is None
-    client = client or make_client(target, spec)
+    pool = ClientPool(target, spec)
     stop = stop or asyncio.Event()
     run = LoadRun(spec=spec, started_at=datetime.now(UTC).isoformat(timespec="milliseconds"))
     counters = Progress()
@@ -190,7 +220,11 @@ async def run_load(
         return clock() - t0
 
     try:
-        run.model = spec.model or await discover_model(client, target)
+        if spec.model:
+            run.model = spec.model
+        else:
+            async with pool.client() as client:
+                run.model = await discover_model(client, target)
         t0 = clock()  # discovery is not part of the run
         if on_start:
             on_start(t0)
@@ -199,7 +233,9 @@ async def run_load(
             record = RequestRecord(index=index, intended_s=intended, sent_s=intended, warmup=index < spec.warmup)
             run.records.append(record)
             counters.sent += 1
-            await send_one(client, target, spec, request_body(spec, index, run.model), record, now)
+            body = request_body(spec, index, run.model)
+            async with pool.client() as client:
+                await send_one(client, target, spec, body, record, now)
             counters.done += 1
             counters.failed += not record.ok
             if on_record:
@@ -216,8 +252,7 @@ async def run_load(
         if progress:
             progress(counters, run.elapsed_s)
     finally:
-        if owns_client:
-            await client.aclose()
+        await pool.aclose()
     run.records.sort(key=lambda r: r.index)
     return run
 
@@ -270,10 +305,8 @@ async def _open_loop(spec: LoadSpec, fire: Callable[[int, float], Awaitable[None
 
 async def _wait_until(t: float, now: Clock, stop: asyncio.Event) -> bool:
     """Sleep until ``t`` on the run clock (coarse sleep, then spin); True if ``stop`` was set meanwhile."""
-    delay = t - now() - SPIN_S
-    if delay > 0:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+    while (delay := t - now() - SPIN_S) > 0 and not stop.is_set():
+        await asyncio.sleep(min(delay, STOP_CHECK_S))
     while now() < t and not stop.is_set():
         await asyncio.sleep(0)
     return stop.is_set()
