@@ -11,7 +11,7 @@ from typing import Any
 
 from tasks.policy import Finding, blocking
 from tasks.policy_bundle import SpecBundle
-from tasks.policy_rules import SECRET_NAME
+from tasks.policy_rules import SECRET_NAME, secret_flags
 from tasks.settings import Settings
 from tasks.specs import rendered_files
 
@@ -21,9 +21,7 @@ REDACTED = "***"
 def secret_values(bundle: SpecBundle) -> list[str]:
     places = (bundle.deployment_env, bundle.dockerfile.env, bundle.dockerfile.build_args)
     values = {v for env in places for k, v in env.items() if SECRET_NAME.match(k) and len(v) >= 4}
-    flags = bundle.args
-    if "--api-key" in flags and flags.index("--api-key") + 1 < len(flags):
-        values.add(flags[flags.index("--api-key") + 1])
+    values.update(v for v in secret_flags(bundle).values() if len(v) >= 4)
     return sorted(values, key=len, reverse=True)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from tasks.policy_bundle import SpecBundle
+from tasks.policy_bundle import SpecBundle, flag_values
 from tasks.settings import MAX_REQUEST_TIMEOUT_MS
 
 Category = Literal[
@@ -24,6 +24,7 @@ DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 SECRET_NAME = re.compile(r"^(HF_TOKEN|HUGGING_FACE_HUB_TOKEN|.*_(KEY|SECRET|PASSWORD|TOKEN))$", re.IGNORECASE)
 # Settings that only say *whether* a secret is used, not the secret itself.
 NOT_SECRET_VALUES = {"", "0", "1", "true", "false"}
+SECRET_FLAGS = ("--api-key", "--hf-token")  # vLLM arguments that take a credential
 REQUEST_LOGGING_FLAGS = ("--enable-log-requests", "--enable-log-outputs")
 REQUEST_LOGGING_ENV = ("VLLM_DEBUG_LOG_API_SERVER_RESPONSE",)
 
@@ -158,9 +159,12 @@ def literal_secrets(b: SpecBundle) -> list[str]:
         for name, value in values.items()
         if SECRET_NAME.match(name) and value.strip().lower() not in NOT_SECRET_VALUES
     ]
-    if "--api-key" in b.args:
-        found.append("vLLM argument --api-key carries a literal key")
-    return found
+    return found + [f"vLLM argument {flag} carries a literal credential" for flag in secret_flags(b)]
+
+
+def secret_flags(b: SpecBundle) -> dict[str, str]:
+    flags = flag_values(b.args)
+    return {f: flags[f] for f in SECRET_FLAGS if flags.get(f)}
 
 
 def region_outside(b: SpecBundle) -> list[str]:

@@ -48,12 +48,12 @@ def test_guide_is_blocked():
 def test_literal_secrets_never_reach_the_report(monkeypatch):
     secret = "hf_" + "Q" * 34
     monkeypatch.setenv("R1_ENVIRONMENT_VARIABLES", json.dumps({"HF_TOKEN": secret}))
-    monkeypatch.setenv("R1_VLLM__EXTRA_ARGS", json.dumps(["--api-key", "vllm-key-4711"]))
+    monkeypatch.setenv("R1_VLLM__EXTRA_ARGS", json.dumps(["--api-key", "vllm-key-4711", "--hf-token", "hf_tok_99"]))
     monkeypatch.setenv("R1_HF_TOKEN", "hf_settings_secret_0815")
     report = evaluate()
     assert {f["rule"] for f in report["findings"]} == {"literal-secret-in-environment"}
     text = json.dumps(report) + to_markdown(report)
-    for value in (secret, "vllm-key-4711", "hf_settings_secret_0815"):
+    for value in (secret, "vllm-key-4711", "hf_tok_99", "hf_settings_secret_0815"):
         assert value not in text
     assert REDACTED in report["specs"]["rendered"][DEPLOYMENT_YML]
 

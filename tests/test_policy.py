@@ -187,10 +187,11 @@ def test_secret_messages_name_the_variable_not_the_value(tmp_path):
     assert all(secret not in f.message for f in findings)
 
 
-def test_api_key_argument_is_a_literal_secret():
-    findings = check(vllm(extra_args=["--api-key", "abcd1234"]))
-    assert any(f.rule == "literal-secret-in-environment" and "--api-key" in f.message for f in findings)
-    assert all("abcd1234" not in f.message for f in findings)
+def test_credential_arguments_are_literal_secrets():
+    findings = check(vllm(extra_args=["--api-key", "abcd1234", "--hf-token=hf_zyxw9876"]))
+    messages = [f.message for f in findings if f.rule == "literal-secret-in-environment"]
+    assert len(messages) == 2 and "--api-key" in messages[0] and "--hf-token" in messages[1]
+    assert all("abcd1234" not in f.message and "hf_zyxw9876" not in f.message for f in findings)
 
 
 def test_deployment_env_overrides_image_env_for_the_checks():
