@@ -69,7 +69,9 @@ def plan(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m flows.plan", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.plan", description="Render the specs, run the policy gate and capacity planner, report."
+    )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     parser.add_argument("--endpoint-yaml", help="check this endpoint YAML instead of the rendered one")
     parser.add_argument("--deployment-yaml", help="check this deployment YAML instead of the rendered one")
