@@ -323,13 +323,11 @@ class BackgroundLoad:
     """Live traffic for a bake: an open- or closed-loop load on its own thread until ``stop()``.
 
     ``now()`` reads the records' clock, so a caller can mark a window (``start = bg.now()`` ... ) and
-    judge ``bg.records()`` in it, per deployment, with ``tasks.slo``. The spec needs no bound; an
-    unbounded one runs until stopped.
+    judge ``bg.records()`` in it, per deployment, with ``tasks.slo``. The spec's bound still applies
+    (give a duration longer than the bake); ``stop()`` ends the load sooner.
     """
 
     def __init__(self, target: Target, spec: LoadSpec, clock: Clock = time.perf_counter):
-        if spec.requests is None and spec.duration_s is None:
-            spec = spec.model_copy(update={"duration_s": 7 * 24 * 3600.0})
         self.target, self.spec, self._clock = target, spec, clock
         self._completed: list[RequestRecord] = []
         self._lock = threading.Lock()

@@ -204,8 +204,7 @@ def test_background_load_gives_live_records_per_deployment_in_a_window():
 
     with SseServer(script) as server:
         bg = BackgroundLoad(Target(server.base_url, auth=SecretStr("k-live")),
-                            LoadSpec(rate=200.0, max_concurrency=4, requests=1, model="m").model_copy(
-                                update={"requests": None}))
+                            LoadSpec(rate=200.0, max_concurrency=4, duration_s=600, model="m"))
         with bg:
             start = bg.now()
             deadline = time.monotonic() + 30

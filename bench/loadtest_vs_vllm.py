@@ -1,0 +1,146 @@
+"""Our load generator against vLLM's own ``vllm bench serve``, on the same real vLLM server.
+
+    .venv/bin/python bench/loadtest_vs_vllm.py [--num-prompts 200] [--rate 20] [--rounds 1]
+
+Starts the real vLLM OpenAI server (the emulator's engine: ``.venv/bin/python -m
+emulator.engines.vllm build`` first) on the generated tiny model, then for each scenario (closed loop
+at concurrency 8; Poisson at ``--rate``) runs vLLM's benchmark and ours, alternately, with the same
+prompt and output lengths (completions, ``--random-input-len`` tokens in, exactly
+``--random-output-len`` tokens out with ignore_eos) and prints both side by side. Our synthetic prompts
+are calibrated against the server's own token count first. The aim: TTFT and TPOT medians within
+5 % of vLLM's, and an achieved offered rate at least vLLM bench's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from emulator.engines.vllm import instance_command  # noqa: E402
+from emulator.engines.vllm.benchmark import run_serve_benchmark  # noqa: E402
+from tasks.loadtest import LoadSpec, Target, run_load, summarise  # noqa: E402
+from tasks.loadtest_spec import synthetic_prompt  # noqa: E402
+from tests.fake_engine_process import free_port  # noqa: E402
+
+MODEL = "tiny-r1"
+VLLM_ARGS = "--max-num-seqs 16 --max-model-len 1024 --dtype float32 --gpu-memory-utilization 0.2 --enforce-eager"
+
+
+def start_vllm(port: int) -> subprocess.Popen:
+    argv, extra = instance_command(port, {"MODEL_NAME": MODEL, "VLLM_ARGS": VLLM_ARGS})
+    log = open(Path(tempfile.gettempdir()) / f"r1-bench-vllm-{port}.log", "wb")  # noqa: SIM115 (lives with the process)
+    process = subprocess.Popen(argv, env={**os.environ, **extra}, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vLLM exited with {process.returncode}; see {log.name}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    process.terminate()
+    raise RuntimeError(f"vLLM did not become healthy; see {log.name}")
+
+
+def calibrate_words(base: str, tokens: int) -> int:
+    """How many synthetic words make ``tokens`` prompt tokens on this server (its own tokenizer)."""
+    words = tokens
+    for _ in range(4):
+        counts = [httpx.post(f"{base}/tokenize", json={"model": MODEL, "prompt": synthetic_prompt(words, 0, i)})
+                  .json()["count"] for i in range(8)]
+        mean = float(np.mean(counts))
+        if abs(mean - tokens) < 0.5:
+            break
+        words = max(1, round(words * tokens / mean))
+    return words
+
+
+def vllm_bench(base: str, args: argparse.Namespace, load: list[str]) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="r1-vllm-bench-")) / "result.json"
+    run_serve_benchmark(base, MODEL, out, [
+        "--backend", "openai", "--endpoint", "/v1/completions", "--dataset-name", "random",
+        "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
+        "--num-prompts", str(args.num_prompts), "--ignore-eos", "--seed", "0", "--num-warmups", "8",
+        "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99", "--save-detailed", *load,
+    ])
+    r = json.loads(out.read_text())
+    starts = sorted(r.get("start_times") or [])
+    return {
+        "req/s": r["request_throughput"], "out tok/s": r["output_throughput"],
+        "in tokens/req": r["total_input_tokens"] / max(1, r["completed"]),
+        "TTFT p50": r["p50_ttft_ms"], "TTFT p99": r["p99_ttft_ms"],
+        "TPOT p50": r["p50_tpot_ms"], "TPOT p99": r["p99_tpot_ms"],
+        "E2E p50": r["p50_e2el_ms"], "E2E p99": r["p99_e2el_ms"], "chunk gap p50": r["p50_itl_ms"],
+        "achieved send rate": (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 else None,
+        "failed": r.get("failed", 0),
+    }
+
+
+def ours(base: str, args: argparse.Namespace, words: int, **load) -> dict:
+    spec = LoadSpec(api="completions", requests=args.num_prompts, warmup=8, prompt_tokens=words,
+                    max_tokens=args.output_len, ignore_eos=True, model=MODEL, **load)
+    run = asyncio.run(run_load(Target(base), spec))
+    s = summarise(run.records, open_loop=spec.open_loop, target_rate=spec.rate)
+    return {
+        "req/s": s["requests_per_s"], "out tok/s": s["output_tokens_per_s"], "in tokens/req": s["prompt_tokens"]["mean"],
+        "TTFT p50": s["ttft_ms"]["p50"], "TTFT p99": s["ttft_ms"]["p99"],
+        "TPOT p50": s["tpot_ms"]["p50"], "TPOT p99": s["tpot_ms"]["p99"],
+        "E2E p50": s["e2e_ms"]["p50"], "E2E p99": s["e2e_ms"]["p99"], "chunk gap p50": s["chunk_gap_ms"]["p50"],
+        "achieved send rate": s["achieved_rate"], "failed": s["requests_failed"],
+    }
+
+
+def show(title: str, theirs: dict, mine: dict) -> None:
+    print(f"\n{title}\n{'metric':<20} {'vllm bench':>12} {'ours':>12} {'ours/vllm':>10}")
+    for key in theirs:
+        a, b = theirs[key], mine[key]
+        ratio = f"{b / a:>10.3f}" if isinstance(a, float | int) and isinstance(b, float | int) and a else f"{'':>10}"
+        print(f"{key:<20} {a if a is not None else float('nan'):>12.2f} {b if b is not None else float('nan'):>12.2f} {ratio}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-prompts", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=20.0, help="Poisson scenario: requests per second")
+    parser.add_argument("--input-len", type=int, default=32)
+    parser.add_argument("--output-len", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat both scenarios this many times")
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    port = free_port()
+    process = start_vllm(port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        words = calibrate_words(base, args.input_len)
+        print(f"synthetic prompts: {words} words = ~{args.input_len} tokens on this server")
+        for round_ in range(1, args.rounds + 1):
+            show(f"[round {round_}] closed loop, concurrency 8", vllm_bench(base, args, ["--max-concurrency", "8"]),
+                 ours(base, args, words, concurrency=8))
+            show(f"[round {round_}] open loop, Poisson {args.rate:g} req/s",
+                 vllm_bench(base, args, ["--request-rate", str(args.rate)]),
+                 ours(base, args, words, rate=args.rate, arrival="poisson"))
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+if __name__ == "__main__":
+    main()
