@@ -29,7 +29,7 @@ from tasks.loadtest_metrics import summarise
 from tasks.loadtest_record import RequestRecord
 from tasks.loadtest_report import write_report
 from tasks.loadtest_spec import LoadSpec
-from tasks.settings import Slo, describe_validation_error
+from tasks.settings import Slo
 from tasks.slo import Verdict, evaluate, evaluate_by_deployment
 
 __all__ = [
@@ -64,8 +64,17 @@ def build_spec(**fields: Any) -> LoadSpec:
     try:
         return LoadSpec(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as err:
-        problems = [line.removeprefix("R1_").lower() for line in describe_validation_error(err)]
+        problems = [f"{_flag(e['loc'])}{e['msg'].removeprefix('Value error, ')}"
+                    for e in err.errors(include_input=False, include_url=False)]
         raise InputError("; ".join(problems)) from None
+
+
+def _flag(loc: tuple) -> str:
+    """``("duration_s",)`` -> ``"--duration: "``, as the CLI spells it; a whole-spec problem has none."""
+    if not loc:
+        return ""
+    name = str(loc[0]).removesuffix("_s") if loc[0] in ("duration_s", "timeout_s") else str(loc[0])
+    return "--" + name.replace("_", "-") + ": "
 
 
 def run_info(target: Target, run: LoadRun) -> dict[str, Any]:

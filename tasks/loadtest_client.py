@@ -138,7 +138,12 @@ async def send_one(
     client: httpx.AsyncClient, target: Target, spec: LoadSpec, body: bytes, record: RequestRecord, now: Clock
 ) -> RequestRecord:
     """Send one request and measure it into ``record`` (errors become an error class, never raise)."""
-    headers = target.headers()
+    try:
+        headers = target.headers()
+    except Exception as err:  # a token provider failed: only the type is kept, its message may hold a secret
+        record.sent_s = record.end_s = now()
+        record.error, record.error_detail = "auth_error", type(err).__name__
+        return record
     record.sent_s = now()
     try:
         async with client.stream("POST", target.url(endpoint_path(spec)), content=body, headers=headers) as resp:

@@ -149,7 +149,7 @@ class StreamAccumulator:
         self._last_read_s: float | None = None
 
     def feed(self, now: float, data: bytes) -> None:
-        self._buffer += data.replace(b"\r\n", b"\n")
+        self._buffer = (self._buffer + data).replace(b"\r\n", b"\n")  # after joining: a CRLF may span reads
         *events, self._buffer = self._buffer.split(b"\n\n")
         for event in events:
             payload = b"\n".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))

@@ -54,6 +54,8 @@ class LoadSpec(BaseModel):
             raise ValueError("a run needs a request count and/or a duration")
         if self.rate is None and self.max_concurrency is not None:
             raise ValueError("max_concurrency caps an open-loop run: give a rate too")
+        if self.rate is not None and "concurrency" in self.model_fields_set:
+            raise ValueError("concurrency is for closed loop; cap an open-loop run with max_concurrency")
         return self
 
     @property

@@ -217,3 +217,14 @@ def test_background_load_gives_live_records_per_deployment_in_a_window():
     assert len(run.records) >= 40 and all(r.ok for r in run.records)
     assert all(s.headers["authorization"] == "Bearer k-live" for s in server.served)
     assert "k-live" not in json.dumps([r.to_json() for r in run.records])
+
+
+async def test_a_failing_token_provider_is_an_auth_error_record_without_its_message():
+    def provider():
+        raise RuntimeError("refresh failed for secret-token-xyz")
+
+    server, clock = stepped()
+    with server:
+        run = await run_load(Target(server.base_url, auth=provider), LoadSpec(requests=2, model="m"), clock=clock)
+    assert [(r.error, r.error_detail) for r in run.records] == [("auth_error", "RuntimeError")] * 2
+    assert server.served == []

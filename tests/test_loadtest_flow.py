@@ -90,3 +90,17 @@ async def test_cli_json_run_writes_the_report_and_artifacts_and_never_the_key(tm
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["loadtest-summary", "loadtest-metrics"])))
     assert {a.key for a in artifacts} == {"loadtest-summary", "loadtest-metrics"}
     assert all(KEY not in json.dumps(a.data) for a in artifacts)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"rate": 5, "concurrency": 4}, "cap an open-loop run with max_concurrency"),
+    ({"duration_s": -1}, "--duration: Input should be greater than 0"),
+    ({"requests": None}, "a run needs a request count and/or a duration"),
+    ({"requests": 5, "arrival": "uniform"}, "--arrival: "),
+])
+def test_load_spec_problems_name_the_cli_flag(fields, message):
+    from tasks.cli import InputError
+    from tasks.loadtest import build_spec
+
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        build_spec(**({"requests": 10} | fields))
