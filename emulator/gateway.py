@@ -30,7 +30,7 @@ MODEL_REASON_HEADER = "ms-azureml-model-error-reason"
 # Never forwarded to an engine: hop-by-hop headers, and the caller's credential.
 DROPPED_REQUEST_HEADERS = frozenset(
     {b"host", b"authorization", b"connection", b"keep-alive", b"content-length", b"transfer-encoding",
-     b"x-request-id", b"upgrade", b"te", b"proxy-authorization"}
+     b"x-request-id", b"upgrade", b"te", b"proxy-authorization", b"expect"}
 )
 # Hop-by-hop headers, the gateway's own, and those uvicorn adds itself (no duplicates).
 DROPPED_RESPONSE_HEADERS = frozenset(
