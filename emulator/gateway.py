@@ -233,7 +233,8 @@ class ScoringGateway:
                 started = True
                 await send({"type": "http.response.body", "body": first, "more_body": True})
                 async for chunk in chunks:
-                    if disconnected is not None and disconnected.done():
+                    if disconnected is not None and disconnected.done() and \
+                            disconnected.result()["type"] == "http.disconnect":
                         return  # the client went away: stop reading the engine
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
