@@ -30,6 +30,8 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--subscription-id", default="00000000-0000-0000-0000-000000000000")
     p.add_argument("--resource-group", default="rg-r1")
     p.add_argument("--workspace", default="ws-r1")
+    p.add_argument("--autoscale-interval", type=float, default=15.0,
+                   help="seconds between autoscale evaluations (metrics sampled each time)")
     p.add_argument("--detach", action="store_true", help="start in the background; return when ready")
     return p
 
@@ -46,6 +48,9 @@ def main(argv: list[str]) -> int:
     if args.gpu_quota_cores < 0:
         print("error: --gpu-quota-cores must not be negative", file=sys.stderr)
         return 2
+    if not 0.1 <= args.autoscale_interval <= 3600:
+        print("error: --autoscale-interval must be within 0.1-3600 seconds", file=sys.stderr)
+        return 2
     if args.detach:
         try:
             conn = process.start_detached(args.state_dir, _forwarded(args))
@@ -60,6 +65,7 @@ def main(argv: list[str]) -> int:
         state_dir=args.state_dir, port=args.port, gateway_port=args.gateway_port,
         location=args.location.lower(), realistic=args.realistic, gpu_quota_cores=args.gpu_quota_cores,
         subscription_id=args.subscription_id, resource_group=args.resource_group, workspace=args.workspace,
+        autoscale_interval=args.autoscale_interval,
     )
     try:
         asyncio.run(serve(opts))
@@ -76,7 +82,8 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
     """The foreground command line for a detached start (the state dir is passed resolved)."""
     flags = ["--port", str(args.port), "--gateway-port", str(args.gateway_port), "--location", args.location,
              "--gpu-quota-cores", str(args.gpu_quota_cores), "--subscription-id", args.subscription_id,
-             "--resource-group", args.resource_group, "--workspace", args.workspace]
+             "--resource-group", args.resource_group, "--workspace", args.workspace,
+             "--autoscale-interval", str(args.autoscale_interval)]
     return flags + (["--realistic"] if args.realistic else [])
 
 

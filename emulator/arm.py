@@ -26,7 +26,7 @@ from emulator import resources, rules
 from emulator.faults import FaultInjector, Faults
 from emulator.layout import StateDir
 from emulator.rules import ArmError
-from emulator.runtime import Outcome, Runtime
+from emulator.runtime import Outcome, Runtime, RunSpec
 from emulator.store import Store
 from emulator.tokens import Issuer, TokenError, new_key
 from tasks.skus import find_sku
@@ -350,15 +350,39 @@ class ControlPlane:
         fail = ("Provisioning failed: the deployment's instances could not be created (injected fault)."
                 if self.faults.provisioning_fails(dep) else None)
         delay = self.faults.faults.provisioning_delay_seconds + (3.0 if self.realistic else 0.0)
-        spec = resources.run_spec(new, environment, fail, delay)
-        self.store.put("deployment", endpoint["id"], new)
-        self._settle_ops(did, "Canceled", ("OperationCanceled", "Superseded by a newer update of the deployment."))
-        provisioning = self.runtime.apply(spec)
-        if not provisioning:
-            new["properties"]["provisioningState"] = "Succeeded"
-            self.store.put("deployment", endpoint["id"], new)
+        provisioning = self._apply(new, resources.run_spec(new, environment, fail, delay))
         headers = self._new_op(did, sub, done=not provisioning)
         return JSONResponse(new, 201 if existing is None else 200, headers=headers)
+
+    def _apply(self, deployment: dict, spec: RunSpec) -> bool:
+        """Store the deployment and reconcile its instances; True while provisioning is under way."""
+        parent = deployment["id"].rsplit("/deployments/", 1)[0]
+        self.store.put("deployment", parent, deployment)
+        self._settle_ops(deployment["id"], "Canceled",
+                         ("OperationCanceled", "Superseded by a newer update of the deployment."))
+        provisioning = self.runtime.apply(spec)
+        if not provisioning:
+            deployment["properties"]["provisioningState"] = "Succeeded"
+            self.store.put("deployment", parent, deployment)
+        return provisioning
+
+    def scale_deployment(self, deployment_id: str, capacity: int) -> bool:
+        """Autoscale's change of instance count, under the same quota rule as a PUT; False if refused."""
+        dep = self.store.get(deployment_id)
+        environment = self.store.get((dep or {}).get("properties", {}).get("environmentId") or "")
+        sku = find_sku((dep or {}).get("properties", {}).get("instanceType") or "")
+        if dep is None or environment is None or sku is None:
+            return False
+        try:
+            rules.check_instance_count(capacity)
+            rules.check_quota(sku, capacity, self._quota_used(deployment_id), self.gpu_quota_cores, self.location)
+        except ArmError as err:
+            log.warning("autoscale of %s to %s instances refused: %s", dep["name"], capacity, err.message)
+            return False
+        dep["sku"]["capacity"] = capacity
+        dep["properties"]["provisioningState"] = "Updating"
+        self._apply(dep, resources.run_spec(dep, environment, None, 0.0))
+        return True
 
     async def delete_deployment(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
         endpoint = self._endpoint(sub, rg, ws, ep)

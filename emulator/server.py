@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 
 from emulator import rules
 from emulator.arm import ControlPlane
+from emulator.autoscaler import Autoscaler
 from emulator.certs import ensure_certificates
 from emulator.directory import Directory
 from emulator.faults import FaultInjector, Faults
@@ -46,6 +47,7 @@ class Options:
     subscription_id: str = "00000000-0000-0000-0000-000000000000"
     resource_group: str = "rg-r1"
     workspace: str = "ws-r1"
+    autoscale_interval: float = 15.0
 
 
 class _Server(uvicorn.Server):
@@ -127,6 +129,7 @@ async def serve(opts: Options) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
+        autoscaler = asyncio.create_task(Autoscaler(control, opts.autoscale_interval).run())
         try:
             while not all(server.started for server, _ in servers):
                 if any(t.done() for t in tasks):
@@ -144,8 +147,9 @@ async def serve(opts: Options) -> None:
             log.info("stopping")
         finally:
             state.connection.unlink(missing_ok=True)
+            autoscaler.cancel()
             for server, _ in servers:
                 server.should_exit = True
-            await asyncio.gather(*tasks, control.runtime.close(), return_exceptions=True)
+            await asyncio.gather(*tasks, autoscaler, control.runtime.close(), return_exceptions=True)
             store.close()
             log.info("stopped")

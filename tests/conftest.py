@@ -85,14 +85,27 @@ def emulator(tmp_path_factory):
 
 
 @pytest.fixture
-def fresh_emulator(tmp_path_factory):
-    """An emulator of its own (default quota), for restart and quota tests; stopped afterwards."""
+def start_emulator(tmp_path_factory):
+    """Start emulators of their own (``start_emulator("--autoscale-interval", "0.3")``); stopped afterwards."""
     from emulator import process
 
-    state_dir = tmp_path_factory.mktemp("emulator-own")
-    process.start_detached(state_dir, [])
-    yield EmulatorHandle(state_dir)
-    process.stop(state_dir)
+    started = []
+
+    def start(*args: str) -> EmulatorHandle:
+        state_dir = tmp_path_factory.mktemp("emulator-own")
+        process.start_detached(state_dir, list(args))
+        started.append(state_dir)
+        return EmulatorHandle(state_dir)
+
+    yield start
+    for state_dir in started:
+        process.stop(state_dir)
+
+
+@pytest.fixture
+def fresh_emulator(start_emulator):
+    """An emulator of its own (default quota), for restart and quota tests."""
+    return start_emulator()
 
 
 @pytest.fixture
