@@ -3,63 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def _under(relative: str, doc: str = "") -> property:
+    return property(lambda self: self.root / relative, doc=doc or None)
 
 
 @dataclass(frozen=True)
 class StateDir:
     root: Path
 
-    @property
-    def connection(self) -> Path:
-        return self.root / "connection.json"
-
-    @property
-    def ca_cert(self) -> Path:
-        return self.root / "tls" / "ca.pem"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.root / "tls" / "ca.key"
-
-    @property
-    def server_cert(self) -> Path:
-        return self.root / "tls" / "server.pem"
-
-    @property
-    def server_key(self) -> Path:
-        return self.root / "tls" / "server.key"
-
-    @property
-    def database(self) -> Path:
-        return self.root / "state.sqlite"
-
-    @property
-    def client_secret(self) -> Path:
-        """Shared secret a local credential presents to get tokens (0600, never logged)."""
-        return self.root / "secrets" / "client_secret"
-
-    @property
-    def signing_key(self) -> Path:
-        return self.root / "secrets" / "jwt_signing_key"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / "emulator.lock"
-
-    @property
-    def listeners(self) -> Path:
-        """The ports of the last run, reused on restart when free so URLs stay the same."""
-        return self.root / "listeners.json"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "emulator.log"
-
-    @property
-    def instance_logs(self) -> Path:
-        return self.root / "logs"
+    connection = _under("connection.json")
+    ca_cert = _under("tls/ca.pem")
+    ca_key = _under("tls/ca.key")
+    server_cert = _under("tls/server.pem")
+    server_key = _under("tls/server.key")
+    database = _under("state.sqlite")
+    client_secret = _under("secrets/client_secret",
+                           "Shared secret a local credential presents to get tokens (0600, never logged).")
+    signing_key = _under("secrets/jwt_signing_key")
+    lock = _under("emulator.lock")
+    listeners = _under("listeners.json", "The ports of the last run, reused on restart when free.")
+    log = _under("emulator.log")
+    instance_logs = _under("logs")
 
     def read_connection(self) -> dict:
         return json.loads(self.connection.read_text())
@@ -67,8 +36,6 @@ class StateDir:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write a file only the owner can read, atomically (created 0600 before any byte lands)."""
-    import os
-
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
