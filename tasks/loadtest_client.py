@@ -23,7 +23,7 @@ import httpx
 from pydantic import SecretStr
 
 from tasks.loadtest_record import RequestRecord, StreamAccumulator
-from tasks.loadtest_schedule import iter_arrivals
+from tasks.loadtest_schedule import arrival_offsets
 from tasks.loadtest_spec import LoadSpec, endpoint_path, request_body
 from tasks.scoring_auth import BearerProvider
 from tasks.smoke import DEPLOYMENT_HEADER
@@ -293,12 +293,9 @@ async def _open_loop(spec: LoadSpec, fire: Callable[[int, float], Awaitable[None
         async with cap:
             await fire(index, intended)
 
-    arrivals = iter_arrivals(spec.rate, spec.arrival, burstiness=spec.burstiness, seed=spec.seed)
-    for index, intended in enumerate(arrivals):
-        if spec.total_requests is not None and index >= spec.total_requests:
-            break
-        if spec.duration_s is not None and intended >= spec.duration_s:
-            break
+    schedule = arrival_offsets(spec.rate, spec.arrival, count=spec.total_requests, duration_s=spec.duration_s,
+                               burstiness=spec.burstiness, seed=spec.seed)
+    for index, intended in enumerate(schedule):
         if await _wait_until(intended, now, stop):
             break
         task = asyncio.create_task(capped(index, intended))

@@ -4,14 +4,16 @@ Knowing the intended time of each request is what makes the generator coordinate
 lateness (send lag) and latency from the intended time are measured against it, not hidden by it.
 Inter-arrival gaps follow vLLM bench's convention: Poisson is Gamma with shape 1; Gamma has
 ``shape = burstiness`` and ``scale = 1 / (rate * burstiness)`` (burstiness < 1 burstier, > 1 smoother);
-constant is evenly spaced. Unlike vLLM bench the offsets are not rescaled afterwards, so the gaps keep
-their distribution.
+constant is evenly spaced. A count-bounded schedule is scaled by one factor so that its n-th arrival is
+at (n - 1) / rate, as vLLM bench does: the offered rate is then exactly the asked one (200 Poisson gaps
+alone can be 10 % off) and the gaps keep their shape (a scaled exponential or gamma is still one).
+A duration-bounded schedule is not scaled: how many arrivals fit is itself part of the process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import itertools
+from collections.abc import Iterator
 from itertools import islice, takewhile
 from typing import Literal
 
@@ -63,6 +65,10 @@ def arrival_offsets(
     if count is None and duration_s is None:
         raise ValueError("an open-loop schedule needs a request count or a duration")
     arrivals = iter_arrivals(rate, arrival, burstiness=burstiness, seed=seed)
-    if duration_s is not None:
-        arrivals = takewhile(lambda t: t < duration_s, arrivals)
-    return list(islice(arrivals, count))
+    if count is None:
+        return list(takewhile(lambda t: t < duration_s, arrivals))
+    offsets = list(islice(arrivals, count))
+    if arrival != "constant" and count > 1 and offsets[-1] > 0:
+        factor = (count - 1) / rate / offsets[-1]
+        offsets = [t * factor for t in offsets]
+    return offsets if duration_s is None else [t for t in offsets if t < duration_s]

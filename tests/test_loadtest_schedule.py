@@ -18,14 +18,20 @@ def test_same_seed_same_schedule_other_seed_other_schedule(arrival):
     assert a[0] == 0.0 and all(b >= x for x, b in zip(a, a[1:]))
 
 
-def test_a_short_schedule_is_the_prefix_of_a_long_one():
-    long = arrival_offsets(10, "poisson", count=10_000, seed=3)
-    assert arrival_offsets(10, "poisson", count=50, seed=3) == long[:50]
-    assert arrival_offsets(10, "poisson", duration_s=30, seed=3) == [t for t in long if t < 30]
+def test_a_duration_schedule_is_the_prefix_of_a_longer_one():
+    assert arrival_offsets(10, "poisson", duration_s=30, seed=3) == [
+        t for t in arrival_offsets(10, "poisson", duration_s=300, seed=3) if t < 30]
+
+
+def test_a_count_schedule_offers_exactly_the_rate_and_keeps_the_gap_shape():
+    raw = arrival_offsets(20, "poisson", duration_s=10_000, seed=5)[:200]  # unscaled draw
+    scaled = arrival_offsets(20, "poisson", count=200, seed=5)
+    assert scaled[-1] == pytest.approx(199 / 20)  # (n - 1) / rate
+    assert np.allclose(np.array(scaled[1:]) / np.array(raw[1:]), scaled[-1] / raw[-1])  # one factor for all gaps
 
 
 def test_poisson_gaps_have_the_asked_mean_and_unit_coefficient_of_variation():
-    gaps = np.diff(arrival_offsets(50, "poisson", count=20_000, seed=1))
+    gaps = np.diff(arrival_offsets(50, "poisson", duration_s=400, seed=1))
     assert gaps.mean() == pytest.approx(1 / 50, rel=0.03)
     assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.05)
 
