@@ -86,7 +86,8 @@ def plot(records: list[RequestRecord], path: Path) -> Path:
             ax_lat.step(xs, np.arange(1, len(xs) + 1) / len(xs), where="post", label=label)
     ax_lat.set(xscale="log", xlabel="ms", ylabel="share of requests ≤ x", title="Latency distributions")
     ax_lat.grid(alpha=0.3)
-    ax_lat.legend(fontsize=8)
+    if ax_lat.lines:
+        ax_lat.legend(fontsize=8)
     if measured:
         start = min(r.sent_s for r in measured)
         edges = np.arange(0, max(r.end_s for r in measured) - start + 1.0, 1.0)
