@@ -27,7 +27,7 @@ class EmulatorError(RuntimeError):
 
 
 @contextlib.contextmanager
-def hold_lock(state: StateDir) -> Iterator[None]:
+def hold_lock(state: StateDir) -> Iterator[int]:
     fd = os.open(state.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -36,9 +36,18 @@ def hold_lock(state: StateDir) -> Iterator[None]:
             raise EmulatorError(f"an emulator is already running on {state.root}") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        yield
+        yield fd
     finally:
         os.close(fd)
+
+
+def lock_lost(state: StateDir, fd: int) -> bool:
+    """True once the state dir's lock file is gone or replaced (e.g. someone deleted the state dir):
+    the emulator then stops rather than run on as an orphan nobody can find."""
+    try:
+        return os.stat(state.lock).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return True
 
 
 def running_pid(state: StateDir) -> int | None:

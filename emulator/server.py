@@ -27,13 +27,14 @@ from emulator.certs import ensure_certificates
 from emulator.directory import Directory
 from emulator.faults import FaultInjector, Faults
 from emulator.layout import StateDir, write_json_atomic
-from emulator.process import hold_lock
+from emulator.process import hold_lock, lock_lost
 from emulator.store import Store
 from emulator.tokens import Issuer
 
 log = logging.getLogger("emulator")
 FAULTS_ENV = "R1_EMULATOR_FAULTS"
 QUOTA_ENV = "R1_EMULATOR_GPU_QUOTA_CORES"
+_LOCK_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def _uvicorn(app, state: StateDir) -> _Server:
 async def serve(opts: Options) -> None:
     state = StateDir(opts.state_dir.resolve())
     state.root.mkdir(parents=True, exist_ok=True)
-    with hold_lock(state):
+    with hold_lock(state) as lock_fd:
         previous_arm, previous_gateway = _previous_ports(state)
         state.connection.unlink(missing_ok=True)
         ensure_certificates(state)
@@ -143,7 +144,12 @@ async def serve(opts: Options) -> None:
                 "scoring_base": control.scoring_base, "pid": os.getpid(),
             })
             log.info("emulator ready: ARM %s, scoring %s, state %s", arm_url, control.scoring_base, state.root)
-            await stop.wait()
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _LOCK_CHECK_SECONDS)
+                if lock_lost(state, lock_fd):
+                    log.warning("the state dir %s was removed or replaced: stopping", state.root)
+                    break
             log.info("stopping")
         finally:
             state.connection.unlink(missing_ok=True)

@@ -121,3 +121,24 @@ def test_asset_versions_put_and_get(emulator, kind):
     got = http.get(url.upper().replace("HTTPS://127.0.0.1", "https://127.0.0.1")).json()
     assert got["properties"]["modelUri"] == "azureml://x" and got["id"].endswith("/versions/2")
     assert http.get(url.replace("/versions/2", "/versions/3")).status_code == 404
+
+
+def test_deleting_the_state_dir_stops_the_emulator_and_its_instances(start_emulator, unique_name,
+                                                                      fake_deployment, wait_for, refused):
+    import shutil
+
+    emulator = start_emulator()
+    ml = clients.ml_client(emulator.settings())
+    name = unique_name()
+    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name)).result()
+    dep = ml.online_deployments.begin_create_or_update(fake_deployment(name, "blue")).result()
+    url = emulator.instances(dep.id)[0]["url"]
+    pid = emulator.conn["pid"]
+    shutil.rmtree(emulator.state_dir)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), what="the orphaned emulator to stop")
+    wait_for(lambda: refused(url), what="its instance to stop")
+
+
+def _zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] == "Z"
