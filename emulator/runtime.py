@@ -254,19 +254,29 @@ class Runner:
         await asyncio.gather(*(i.stop() for i in instances))
 
     async def _provision(self, replace: bool) -> None:
+        """Start the new instances next to the serving ones (surge) and switch once all are ready,
+        so an update of a deployment with traffic has no gap; on failure nothing of it keeps running."""
         spec = self.spec
-        if replace:
-            old, self.instances = self.instances, []
-            await asyncio.gather(*(i.stop() for i in old))
         self.failed = False
-        outcome = await self._start_and_wait(spec)
-        if outcome.state == "Failed":
+        keep = [] if replace else list(self.instances)
+        new: list[Instance] = []
+        try:
+            outcome = await self._start_and_wait(spec, new, first_index=len(keep))
+        except asyncio.CancelledError:  # superseded by a newer apply, or stopped
+            await asyncio.gather(*(i.stop() for i in new))
+            raise
+        retired = [i for i in self.instances if i not in keep]
+        if outcome.state == "Succeeded":
+            self.instances = keep + new
+        else:
             self.failed = True
-            old, self.instances = self.instances, []
-            await asyncio.gather(*(i.stop() for i in old))
+            retired += keep + new
+            self.instances = []
+        await asyncio.gather(*(i.stop() for i in retired))
         self.runtime.report(spec.deployment_id, outcome)
 
-    async def _start_and_wait(self, spec: RunSpec) -> Outcome:
+    async def _start_and_wait(self, spec: RunSpec, new: list[Instance], first_index: int) -> Outcome:
+        """Start instances ``first_index..capacity-1`` into ``new`` and wait for their readiness."""
         await asyncio.sleep(spec.start_delay)
         if spec.fail_message:
             return Outcome("Failed", "DeploymentFailed", spec.fail_message)
@@ -274,8 +284,7 @@ class Runner:
             command = images.instance_command(spec.image)
         except images.ImageError as err:
             return Outcome("Failed", "ImagePullFailure", str(err))
-        new = [self.runtime.new_instance(spec, i) for i in range(len(self.instances), spec.capacity)]
-        self.instances.extend(new)
+        new.extend(self.runtime.new_instance(spec, i) for i in range(first_index, spec.capacity))
         for instance in new:
             instance.start(command)
         deadline = asyncio.get_running_loop().time() + spec.readiness.window

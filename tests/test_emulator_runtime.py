@@ -96,3 +96,25 @@ def test_deleting_a_deployment_stops_its_instances(emulator, endpoint, fake_depl
     ml.online_deployments.begin_delete("gone", name).result()
     wait_for(lambda: refused(url), what="the instance to stop")
 
+
+
+def test_an_update_keeps_serving_until_the_new_instances_are_ready(emulator, endpoint, fake_deployment):
+    ml, name = endpoint
+    dep = ml.online_deployments.begin_create_or_update(fake_deployment(name, "blue")).result()
+    ep = ml.online_endpoints.get(name)
+    ep.traffic = {"blue": 100}
+    ep = ml.online_endpoints.begin_create_or_update(ep).result()
+    before = emulator.instances(dep.id)[0]["url"]
+    key = ml.online_endpoints.get_keys(name).primary_key
+    url = ep.scoring_uri.removesuffix("/score") + "/v1/completions"
+    ca = clients.scoring_ca(emulator.settings())
+    poller = ml.online_deployments.begin_create_or_update(
+        fake_deployment(name, "blue", environment_variables={"FAKE_ENGINE_STARTUP_DELAY_S": "1"}))
+    statuses = []
+    while not poller.done():
+        answer = httpx.post(url, json={"model": "m", "prompt": "hi", "max_tokens": 2}, verify=ca,
+                            headers={"Authorization": f"Bearer {key}"})
+        statuses.append(answer.status_code)
+    assert poller.result().provisioning_state.lower() == "succeeded"
+    assert len(statuses) > 3 and set(statuses) == {200}  # the old instance served throughout
+    assert emulator.instances(dep.id)[0]["url"] != before
