@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import ssl
 import threading
 import time
@@ -40,7 +41,7 @@ class Target:
     base_url: str
     auth: SecretStr | BearerProvider | None = None  # a key, or a provider of fresh tokens
     deployment: str | None = None  # sets the azureml-model-deployment request header
-    verify: bool | str = True  # True, False, or a CA bundle path (the emulator's CA)
+    verify: bool | str | os.PathLike = True  # True, False, or a CA bundle path (the emulator's CA)
 
     def __repr__(self) -> str:  # never show the key, even by accident
         return f"Target(base_url={self.base_url!r}, deployment={self.deployment!r})"
@@ -59,8 +60,8 @@ class Target:
 
     def ssl_context(self) -> ssl.SSLContext:
         """Built once per run: httpx would otherwise load the CA bundle for every new client (~20 ms)."""
-        if isinstance(self.verify, str):
-            return ssl.create_default_context(cafile=self.verify)
+        if not isinstance(self.verify, bool):
+            return ssl.create_default_context(cafile=os.fspath(self.verify))
         if self.verify:
             return httpx.create_ssl_context()
         context = ssl.create_default_context()

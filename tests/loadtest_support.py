@@ -115,15 +115,18 @@ def sse(event: Any) -> bytes:
 class SseServer:
     """Runs the app in a thread; ``script`` decides each answer; ``served`` records what happened."""
 
-    def __init__(self, script: Callable[[int, dict], Script], clock: StepClock | None = None):
-        self.script, self.clock = script, clock
+    def __init__(self, script: Callable[[int, dict], Script], clock: StepClock | None = None,
+                 tls: tuple[str, str] | None = None):
+        self.script, self.clock, self.scheme = script, clock, "https" if tls else "http"
         self.served: list[Served] = []
         app = Starlette(routes=[
             Route("/v1/chat/completions", self._handle, methods=["POST"]),
             Route("/v1/completions", self._handle, methods=["POST"]),
             Route("/v1/models", self._models, methods=["GET"]),
         ])
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        certfile, keyfile = tls or (None, None)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off",
+                                ssl_certfile=certfile, ssl_keyfile=keyfile)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -160,7 +163,7 @@ class SseServer:
     @property
     def base_url(self) -> str:
         port = self._server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        return f"{self.scheme}://127.0.0.1:{port}"
 
     def __enter__(self) -> SseServer:
         self._thread.start()

@@ -228,3 +228,18 @@ async def test_a_failing_token_provider_is_an_auth_error_record_without_its_mess
         run = await run_load(Target(server.base_url, auth=provider), LoadSpec(requests=2, model="m"), clock=clock)
     assert [(r.error, r.error_detail) for r in run.records] == [("auth_error", "RuntimeError")] * 2
     assert server.served == []
+
+
+async def test_https_with_the_emulators_ca_bundle_and_refused_without_it(tmp_path):
+    from emulator.certs import ensure_certificates
+    from emulator.layout import StateDir
+
+    state = StateDir(tmp_path)
+    ensure_certificates(state)
+    tls = (str(state.server_cert), str(state.server_key))
+    with SseServer(lambda i, body: R1, tls=tls) as server:
+        assert server.base_url.startswith("https://")
+        trusted = await run_load(Target(server.base_url, verify=state.ca_cert), LoadSpec(requests=1, model="m"))
+        untrusted = await run_load(Target(server.base_url), LoadSpec(requests=1, model="m"))
+    assert trusted.records[0].ok
+    assert untrusted.records[0].error == "connect_error" and len(server.served) == 1
