@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from emulator import process, rules
-from emulator.server import QUOTA_ENV, Options, serve
+from emulator.faults import Faults
+from emulator.server import FAULTS_ENV, QUOTA_ENV, Options, serve
 
 DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent / ".r1" / "emulator"
 
@@ -50,6 +51,11 @@ def main(argv: list[str]) -> int:
         return 2
     if not 0.1 <= args.autoscale_interval <= 3600:
         print("error: --autoscale-interval must be within 0.1-3600 seconds", file=sys.stderr)
+        return 2
+    try:
+        Faults.model_validate_json(os.environ.get(FAULTS_ENV) or "{}")
+    except ValueError as err:
+        print(f"error: {FAULTS_ENV} is not a valid faults object: {err}", file=sys.stderr)
         return 2
     if args.detach:
         try:

@@ -61,9 +61,13 @@ def test_foreground_stops_cleanly_on_sigint(tmp_path, wait_for):
     assert "stopped" in err and not state.connection.exists()
 
 
-def test_bad_arguments_are_refused(tmp_path):
+def test_bad_arguments_are_refused(tmp_path, monkeypatch):
     answer = run("--state-dir", str(tmp_path), "--gpu-quota-cores", "-1")
     assert answer.returncode == 2 and "must not be negative" in answer.stderr
+    monkeypatch.setenv("R1_EMULATOR_FAULTS", '{"error_rate": 3}')
+    answer = run("--state-dir", str(tmp_path))
+    assert answer.returncode == 2 and "R1_EMULATOR_FAULTS is not a valid faults object" in answer.stderr
+    assert "error_rate" in answer.stderr and "Traceback" not in answer.stderr
     assert not (tmp_path / "connection.json").exists()
 
 
