@@ -19,14 +19,15 @@ DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent / ".r1" / "emulator"
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m emulator", description="Local Azure ML emulator.")
+    p = argparse.ArgumentParser(prog="python -m emulator", description="Local Azure ML emulator.",
+                                epilog="Stop a running one: python -m emulator stop --state-dir DIR")
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     p.add_argument("--port", type=int, default=0, help="ARM listener port (0: previous or any free)")
     p.add_argument("--gateway-port", type=int, default=0, help="scoring gateway port (0: previous or any free)")
     p.add_argument("--location", default="swedencentral")
     p.add_argument("--realistic", action="store_true", help="pace LROs and provisioning like Azure, for demos")
     p.add_argument("--gpu-quota-cores", type=int,
-                   default=int(os.environ.get(QUOTA_ENV, rules.DEFAULT_GPU_QUOTA_CORES)),
+                   default=os.environ.get(QUOTA_ENV, str(rules.DEFAULT_GPU_QUOTA_CORES)),
                    help=f"regional GPU core quota (env {QUOTA_ENV}; default: two single-A100 deployments)")
     p.add_argument("--subscription-id", default="00000000-0000-0000-0000-000000000000")
     p.add_argument("--resource-group", default="rg-r1")
