@@ -146,3 +146,18 @@ def test_deleting_the_state_dir_stops_the_emulator_and_its_instances(start_emula
 def _zombie(pid: int) -> bool:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split()[2] == "Z"
+
+
+def test_realistic_mode_paces_operations(start_emulator, wait_for):
+    emulator = start_emulator("--realistic")
+    settings = emulator.settings()
+    token = clients.credential(settings).get_token(emulator.conn["arm_url"] + "/.default").token
+    http = httpx.Client(verify=emulator.conn["ca_cert"], headers={"Authorization": f"Bearer {token}"})
+    url = (f"{emulator.conn['arm_url']}/subscriptions/s/resourceGroups/rg/providers/"
+           "Microsoft.MachineLearningServices/workspaces/ws/onlineEndpoints/paced-ep")
+    put = http.put(url, json={"properties": {"authMode": "Key"}})
+    assert put.status_code == 201
+    first = http.get(put.headers["Azure-AsyncOperation"])
+    assert first.json()["status"] == "InProgress" and first.headers["Retry-After"] == "1"
+    wait_for(lambda: http.get(put.headers["Azure-AsyncOperation"]).json()["status"] == "Succeeded",
+             what="the paced operation to finish")

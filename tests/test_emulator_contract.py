@@ -220,3 +220,29 @@ def test_autoscale_settings_crud(emulator, ml, unique_name, fake_deployment):
     with pytest.raises(ResourceNotFoundError):
         monitor.autoscale_settings.get(rg, setting_name)
     ml.online_endpoints.begin_delete(name).result()
+
+
+def test_lro_headers_follow_the_contract(emulator, ml, unique_name, fake_deployment):
+    """Fractional Retry-After only on InProgress polls, never on 202 initial answers (G6)."""
+    name = unique_name()
+    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name)).result()
+    dep = fake_deployment(name, "blue")
+    ml.online_deployments.begin_create_or_update(dep).result()
+    token = clients.credential(emulator.settings()).get_token(emulator.conn["arm_url"] + "/.default").token
+    http = httpx.Client(verify=emulator.conn["ca_cert"], headers={"Authorization": f"Bearer {token}"},
+                        trust_env=False)
+    dep_url = emulator.conn["arm_url"] + ml.online_deployments.get("blue", name).id
+    body = http.get(dep_url).json()
+    body["properties"]["environmentVariables"] = {"FAKE_ENGINE_STARTUP_DELAY_S": "1"}  # forces a replacement
+    put = http.put(dep_url, json=body)
+    assert put.status_code == 200 and "Retry-After" not in put.headers
+    poll = http.get(put.headers["Azure-AsyncOperation"])
+    assert poll.json()["status"] == "InProgress" and poll.headers["Retry-After"] == "0.05"
+    ep = ml.online_endpoints.get(name)
+    delete = http.delete(emulator.conn["arm_url"] + ep.id)
+    assert delete.status_code == 202 and "Retry-After" not in delete.headers
+    assert delete.headers["Location"] and delete.headers["Azure-AsyncOperation"]
+    done = http.get(delete.headers["Azure-AsyncOperation"])
+    assert done.json()["status"] == "Succeeded" and "Retry-After" not in done.headers
+    assert http.get(delete.headers["Location"]).status_code == 200
+    assert http.get(put.headers["Azure-AsyncOperation"]).json()["status"] == "Canceled"  # deleted meanwhile
