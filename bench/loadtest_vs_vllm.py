@@ -4,23 +4,28 @@
 
 Starts the real vLLM OpenAI server (the emulator's engine: ``.venv/bin/python -m
 emulator.engines.vllm build`` first) on the generated tiny model, then for each scenario (closed loop
-at concurrency 8; Poisson at ``--rate``) runs vLLM's benchmark and ours, alternately, with the same
-prompt and output lengths (completions, ``--random-input-len`` tokens in, exactly
-``--random-output-len`` tokens out with ignore_eos) and prints both side by side. Our synthetic prompts
-are calibrated against the server's own token count first. The aim: TTFT and TPOT medians within
-5 % of vLLM's, and an achieved offered rate at least vLLM bench's.
+at concurrency 8; Poisson at ``--rate``) runs vLLM's benchmark and ours, alternately (who goes first
+swaps every round), with the same prompt and output lengths (completions, ``--input-len`` tokens in,
+exactly ``--output-len`` tokens out with ignore_eos) and prints both side by side. Our synthetic
+prompts are calibrated against the server's own token count first. vLLM bench's console output goes
+to a log file. "client cpu s" is CPU time of the benchmarking client: for vLLM bench its whole
+process (start-up included), for ours the run alone. The aim: TTFT and TPOT medians within 5 % of
+vLLM's, and an achieved offered rate at least vLLM bench's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -70,14 +75,41 @@ def calibrate_words(base: str, tokens: int) -> int:
     return words
 
 
+@contextlib.contextmanager
+def stdout_to(path: Path) -> Iterator[None]:
+    """Send this process's (and its children's) fd 1 to ``path`` for a while."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def vllm_bench(base: str, args: argparse.Namespace, load: list[str]) -> dict:
     out = Path(tempfile.mkdtemp(prefix="r1-vllm-bench-")) / "result.json"
-    run_serve_benchmark(base, MODEL, out, [
+    cpu = children_cpu_s()
+    with stdout_to(out.with_name("console.log")):
+        run_serve_benchmark(base, MODEL, out, [
         "--backend", "openai", "--endpoint", "/v1/completions", "--dataset-name", "random",
         "--random-input-len", str(args.input_len), "--random-output-len", str(args.output_len),
         "--num-prompts", str(args.num_prompts), "--ignore-eos", "--seed", "0", "--num-warmups", "8",
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99", "--save-detailed", *load,
-    ])
+        ])
+    cpu = children_cpu_s() - cpu
     r = json.loads(out.read_text())
     starts = sorted(r.get("start_times") or [])
     return {
@@ -87,21 +119,24 @@ def vllm_bench(base: str, args: argparse.Namespace, load: list[str]) -> dict:
         "TPOT p50": r["p50_tpot_ms"], "TPOT p99": r["p99_tpot_ms"],
         "E2E p50": r["p50_e2el_ms"], "E2E p99": r["p99_e2el_ms"], "chunk gap p50": r["p50_itl_ms"],
         "achieved send rate": (len(starts) - 1) / (starts[-1] - starts[0]) if len(starts) > 1 else None,
-        "failed": r.get("failed", 0),
+        "scheduled rate": None, "failed": r.get("failed", 0), "client cpu s": cpu,
     }
 
 
 def ours(base: str, args: argparse.Namespace, words: int, **load) -> dict:
     spec = LoadSpec(api="completions", requests=args.num_prompts, warmup=8, prompt_tokens=words,
                     max_tokens=args.output_len, ignore_eos=True, model=MODEL, **load)
+    cpu = self_cpu_s()
     run = asyncio.run(run_load(Target(base), spec))
+    cpu = self_cpu_s() - cpu
     s = summarise(run.records, open_loop=spec.open_loop, target_rate=spec.rate)
     return {
         "req/s": s["requests_per_s"], "out tok/s": s["output_tokens_per_s"], "in tokens/req": s["prompt_tokens"]["mean"],
         "TTFT p50": s["ttft_ms"]["p50"], "TTFT p99": s["ttft_ms"]["p99"],
         "TPOT p50": s["tpot_ms"]["p50"], "TPOT p99": s["tpot_ms"]["p99"],
         "E2E p50": s["e2e_ms"]["p50"], "E2E p99": s["e2e_ms"]["p99"], "chunk gap p50": s["chunk_gap_ms"]["p50"],
-        "achieved send rate": s["achieved_rate"], "failed": s["requests_failed"],
+        "achieved send rate": s["achieved_rate"], "scheduled rate": s["scheduled_rate"],
+        "failed": s["requests_failed"], "client cpu s": cpu,
     }
 
 
@@ -109,8 +144,12 @@ def show(title: str, theirs: dict, mine: dict) -> None:
     print(f"\n{title}\n{'metric':<20} {'vllm bench':>12} {'ours':>12} {'ours/vllm':>10}")
     for key in theirs:
         a, b = theirs[key], mine[key]
-        ratio = f"{b / a:>10.3f}" if isinstance(a, float | int) and isinstance(b, float | int) and a else f"{'':>10}"
-        print(f"{key:<20} {a if a is not None else float('nan'):>12.2f} {b if b is not None else float('nan'):>12.2f} {ratio}")
+        ratio = f"{b / a:>10.3f}" if a and b is not None else ""
+        print(f"{key:<20} {_num(a):>12} {_num(b):>12} {ratio}")
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def main() -> None:
@@ -128,12 +167,16 @@ def main() -> None:
     try:
         words = calibrate_words(base, args.input_len)
         print(f"synthetic prompts: {words} words = ~{args.input_len} tokens on this server")
+        scenarios = [("closed loop, concurrency 8", ["--max-concurrency", "8"], {"concurrency": 8}),
+                     (f"open loop, Poisson {args.rate:g} req/s", ["--request-rate", str(args.rate)],
+                      {"rate": args.rate, "arrival": "poisson"})]
         for round_ in range(1, args.rounds + 1):
-            show(f"[round {round_}] closed loop, concurrency 8", vllm_bench(base, args, ["--max-concurrency", "8"]),
-                 ours(base, args, words, concurrency=8))
-            show(f"[round {round_}] open loop, Poisson {args.rate:g} req/s",
-                 vllm_bench(base, args, ["--request-rate", str(args.rate)]),
-                 ours(base, args, words, rate=args.rate, arrival="poisson"))
+            for title, their_load, our_load in scenarios:
+                if round_ % 2:
+                    theirs, mine = vllm_bench(base, args, their_load), ours(base, args, words, **our_load)
+                else:
+                    mine, theirs = ours(base, args, words, **our_load), vllm_bench(base, args, their_load)
+                show(f"[round {round_}, {'vllm' if round_ % 2 else 'ours'} first] {title}", theirs, mine)
     finally:
         process.terminate()
         try:

@@ -47,7 +47,7 @@ class Target:
         return f"Target(base_url={self.base_url!r}, deployment={self.deployment!r})"
 
     def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json", "accept-encoding": "identity"}
         secret = self.auth() if callable(self.auth) else self.auth
         if secret is not None:
             headers["authorization"] = f"Bearer {secret.get_secret_value()}"
@@ -156,7 +156,7 @@ async def send_one(
                 record.end_s = now()
             elif spec.stream:
                 acc = StreamAccumulator(record)
-                async for data in resp.aiter_bytes():
+                async for data in resp.aiter_raw():
                     acc.feed(now(), data)
                 acc.finish(now())
             else:
