@@ -432,7 +432,7 @@ class ControlPlane:
         props = body.get("properties") or {}
         if segment == "environments" and not (props.get("image") or props.get("build")):
             raise rules.bad_request(f"Environment {name}:{version} needs an image or a build context.")
-        new = resources.versioned_asset(existing["id"] if existing else aid, version, body, existing)
+        new = resources.versioned_asset(existing["id"] if existing else aid, segment, version, body, existing)
         self.store.put(segment[:-1], f"{wid}/{segment}/{name}", new)
         return JSONResponse(new, 201 if existing is None else 200)
 

@@ -173,12 +173,13 @@ def run_spec(dep: Mapping, environment: Mapping, fail_message: str | None, start
     )
 
 
-def versioned_asset(aid: str, version: str, request: Mapping, existing: Mapping | None) -> dict:
-    """An environment or model version: the SDK needs ``id`` and ``properties`` back."""
+def versioned_asset(aid: str, segment: str, version: str, request: Mapping, existing: Mapping | None) -> dict:
+    """An environment or model version (``segment``: environments | models); the SDK needs ``id``
+    and ``properties`` back."""
     props = {**(request.get("properties") or {}), "provisioningState": "Succeeded"}
-    if "/models/" in aid.lower():
+    if segment == "models":
         props.setdefault("flavors", {})  # azure-ai-ml's Model._from_rest_object iterates it
-    return {"id": aid, "name": version, "type": aid.rsplit("/", 3)[0].split("/providers/")[-1],
+    return {"id": aid, "name": version, "type": f"{ML}/workspaces/{segment}/versions",
             "systemData": system_data(existing), "properties": props}
 
 

@@ -124,6 +124,7 @@ def test_asset_versions_put_and_get(emulator, kind):
     assert http.put(url, json=body).status_code == 200
     got = http.get(url.upper().replace("HTTPS://127.0.0.1", "https://127.0.0.1")).json()
     assert got["properties"]["modelUri"] == "azureml://x" and got["id"].endswith("/versions/2")
+    assert got["type"] == f"Microsoft.MachineLearningServices/workspaces/{kind}/versions"
     assert http.get(url.replace("/versions/2", "/versions/3")).status_code == 404
 
 
