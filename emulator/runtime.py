@@ -29,6 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 _WATCHDOG = 'fd=$1; shift; (cat "/dev/fd/$fd" >/dev/null 2>&1; kill -KILL 0) & exec "$@"'
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
 _STOP_GRACE_SECONDS = 5.0
+_LOG_MAX_BYTES = 20 * 2**20  # at an instance (re)start a longer log keeps only its last _LOG_KEEP_BYTES
+_LOG_KEEP_BYTES = 2 * 2**20
 _TICK = 0.05
 
 
@@ -78,6 +80,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def trim_log(path: Path, max_bytes: int = _LOG_MAX_BYTES, keep_bytes: int = _LOG_KEEP_BYTES) -> None:
+    """Bound a container log that grows across restarts: keep its last ``keep_bytes``."""
+    if not path.exists() or path.stat().st_size <= max_bytes:
+        return
+    with path.open("rb") as f:
+        f.seek(-keep_bytes, os.SEEK_END)
+        tail = f.read()
+    path.write_bytes(tail[tail.find(b"\n") + 1:])
 
 
 def tail_lines(path: Path, lines: int) -> list[str]:
@@ -153,6 +165,7 @@ class Instance:
         env.update(deployment_env)
         env.update(extra_env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        trim_log(self.log_path)
         with self.log_path.open("ab") as out:
             self._proc = await asyncio.create_subprocess_exec(
                 "/bin/sh", "-c", _WATCHDOG, "sh", str(self._watch_fd), *argv,

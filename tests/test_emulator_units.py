@@ -7,7 +7,7 @@ import pytest
 from emulator import images, rules
 from emulator.faults import FaultInjector, Faults
 from emulator.layout import StateDir
-from emulator.runtime import tail_lines
+from emulator.runtime import tail_lines, trim_log
 from emulator.store import Store
 from emulator.tokens import ML_AUDIENCE, Issuer, TokenError
 from tasks.skus import GpuSku, find_sku
@@ -122,6 +122,16 @@ def test_tail_lines(tmp_path):
     log.write_text("".join(f"line {i}\n" for i in range(100_000)))
     assert tail_lines(log, 3) == ["line 99997", "line 99998", "line 99999"]
     assert tail_lines(log, 0) == [] and tail_lines(tmp_path / "missing.log", 5) == []
+
+
+def test_trim_log_keeps_whole_last_lines(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text("".join(f"line {i}\n" for i in range(1000)))
+    trim_log(log, max_bytes=100_000, keep_bytes=50)
+    assert len(log.read_text().splitlines()) == 1000  # under the limit: untouched
+    trim_log(log, max_bytes=1000, keep_bytes=50)
+    assert log.read_text().splitlines()[-1] == "line 999"
+    assert all(line.startswith("line ") for line in log.read_text().splitlines()) and log.stat().st_size <= 50
 
 
 def test_faults_are_deterministic_and_validated():
