@@ -226,12 +226,12 @@ async def run_load(
         return clock() - t0
 
     try:
-        if spec.model:
-            run.model = spec.model
-        else:
-            async with pool.client() as client:
-                run.model = await discover_model(client, target)
-        t0 = clock()  # discovery is not part of the run
+        async with pool.client() as client:  # the first client pays httpx's lazy imports here
+            run.model = spec.model or await discover_model(client, target)
+        request_body(spec, 0, run.model)  # loads the prompt set now, not during the first send
+        schedule = arrival_offsets(spec.rate, spec.arrival, count=spec.total_requests, duration_s=spec.duration_s,
+                                   burstiness=spec.burstiness, seed=spec.seed) if spec.open_loop else []
+        t0 = clock()  # discovery, loading and the schedule are not part of the run
         if on_start:
             on_start(t0)
 
@@ -247,7 +247,10 @@ async def run_load(
             if on_record:
                 on_record(record)
 
-        driver = _open_loop(spec, fire, now, stop) if spec.open_loop else _closed_loop(spec, fire, now, stop)
+        if spec.open_loop:
+            driver = _open_loop(spec, schedule, fire, now, stop)
+        else:
+            driver = _closed_loop(spec, fire, now, stop)
         reporter = asyncio.create_task(_report(progress, counters, now, progress_every_s)) if progress else None
         try:
             await driver
@@ -281,8 +284,8 @@ async def _closed_loop(spec: LoadSpec, fire: Callable[[int, float], Awaitable[No
     await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
 
 
-async def _open_loop(spec: LoadSpec, fire: Callable[[int, float], Awaitable[None]], now: Clock,
-                     stop: asyncio.Event) -> None:
+async def _open_loop(spec: LoadSpec, schedule: list[float], fire: Callable[[int, float], Awaitable[None]],
+                     now: Clock, stop: asyncio.Event) -> None:
     """Dispatch on the precomputed schedule; a cap makes requests wait (the wait is send lag)."""
     cap = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
     tasks: set[asyncio.Task] = set()
@@ -294,8 +297,6 @@ async def _open_loop(spec: LoadSpec, fire: Callable[[int, float], Awaitable[None
         async with cap:
             await fire(index, intended)
 
-    schedule = arrival_offsets(spec.rate, spec.arrival, count=spec.total_requests, duration_s=spec.duration_s,
-                               burstiness=spec.burstiness, seed=spec.seed)
     for index, intended in enumerate(schedule):
         if await _wait_until(intended, now, stop):
             break
