@@ -9,6 +9,7 @@ this pool spends well under 0.2 ms, which is what lets one gateway core pass 500
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -88,6 +89,13 @@ class UpstreamResponse:
             connection.close()
 
 
+@functools.lru_cache(maxsize=1024)
+def _address(base_url: str) -> tuple[tuple[str, int], bytes]:
+    """("http://127.0.0.1:PORT") -> ((host, port), Host header value)."""
+    parts = urlsplit(base_url)
+    return (parts.hostname or "127.0.0.1", parts.port or 80), parts.netloc.encode()
+
+
 class UpstreamPool:
     """Keep-alive connections to every instance this gateway has talked to."""
 
@@ -116,14 +124,13 @@ class UpstreamPool:
 
     async def request(self, base_url: str, method: str, target: str, headers: list[tuple[bytes, bytes]],
                       body: bytes) -> UpstreamResponse:
-        """Send a request and wait for the response head; a pooled connection that turns out to be
-        dead before answering anything is replaced once (the engine never saw the request)."""
-        parts = urlsplit(base_url)
-        key = (parts.hostname or "127.0.0.1", parts.port or 80)
-        host = parts.netloc.encode()
+        """Send a request and wait for the response head. A pooled connection that dies without
+        answering a single byte (an instance restarted behind it) is replaced once."""
+        key, host = _address(base_url)
         request = h11.Request(method=method, target=target,
                               headers=[(b"host", host), (b"content-length", str(len(body)).encode()), *headers])
-        for attempt in (1, 2):
+        retried = False
+        while True:
             connection, reused = await self._connection(key)
             received_before = connection.received
             try:
@@ -138,12 +145,12 @@ class UpstreamPool:
                 return UpstreamResponse(self, key, connection, event)
             except (OSError, h11.ProtocolError) as err:
                 connection.close()
-                if not (reused and connection.received == received_before and attempt == 1):
+                if retried or not reused or connection.received != received_before:
                     raise UpstreamError(f"{base_url} did not answer ({type(err).__name__}: {err})") from None
+                retried = True
             except BaseException:
                 connection.close()  # cancelled (timeout) mid-exchange: the connection's state is unknown
                 raise
-        raise AssertionError("unreachable")
 
     def close(self) -> None:
         for idle in self._idle.values():
