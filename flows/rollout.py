@@ -208,10 +208,18 @@ def smoke(r: Rollout) -> None:
     r.timeline.add("smoke", "ok", f"{len(result.checks)} chat completions from {r.plan.new} healthy")
 
 
+BAKE_EXTENSION = 3.0  # a thin bake may run up to this many times R1_BAKE_SECONDS to gather enough samples
+
+
 def _bake_spec(s: Settings) -> LoadSpec:
-    """Live traffic through the endpoint (no routing header) for the whole mirror and shift phase."""
+    """Live traffic through the endpoint (no routing header) for the whole mirror and shift phase.
+
+    Bounded by the longest the phase can take (the load precomputes its arrival schedule), and
+    stopped as soon as the phase ends."""
     g = s.load_gate
-    return LoadSpec(rate=g.bake_rate, max_concurrency=g.concurrency * 4, duration_s=7 * 24 * 3600.0,
+    bakes = (len(s.traffic_steps) + 1) * s.bake_seconds * BAKE_EXTENSION
+    longest = bakes + (s.approval_timeout_seconds if s.require_approval else 0) + 600
+    return LoadSpec(rate=g.bake_rate, max_concurrency=g.concurrency * 4, duration_s=longest,
                     max_tokens=g.max_tokens, model=s.model_id, seed=g.seed, timeout_s=s.request_timeout_ms / 1000)
 
 
@@ -273,6 +281,19 @@ def approve_promotion(r: Rollout) -> None:
     r.timeline.add("approval", "ok", f"approved: {decision.reason}")
 
 
+def _bake(r: Rollout, live: BackgroundLoad) -> tuple[dict[str, Verdict], float]:
+    """Bake on live traffic; while the new colour has too few samples, keep baking (bounded), then judge."""
+    s = r.settings
+    start = live.now()
+    asyncio.run(asyncio.sleep(s.bake_seconds))
+    while True:
+        verdicts = evaluate_by_deployment(live.records(), s.slo, (start, live.now()))
+        thin = verdicts.get(r.plan.new) is None or verdicts[r.plan.new].status == "inconclusive"
+        if not thin or live.now() - start >= s.bake_seconds * BAKE_EXTENSION:
+            return verdicts, live.now() - start
+        asyncio.run(asyncio.sleep(min(1.0, s.bake_seconds / 2)))
+
+
 @gate_step(name="shift")
 def shift(r: Rollout, percent: int, live: BackgroundLoad) -> None:
     s, plan = r.settings, r.plan
@@ -282,17 +303,16 @@ def shift(r: Rollout, percent: int, live: BackgroundLoad) -> None:
     if s.bake_seconds <= 0:
         r.timeline.add(f"shift {percent} %", "ok", "no bake configured", traffic)
         return
-    start = live.now()
-    asyncio.run(asyncio.sleep(s.bake_seconds))
-    verdicts = evaluate_by_deployment(live.records(), s.slo, (start, live.now()))
+    r.timeline.add(f"shift {percent} %", "info", f"baking {s.bake_seconds:g} s on live traffic", traffic)
+    verdicts, baked = _bake(r, live)
     new_verdict = verdicts.get(plan.new)
     failed = [f"{name}: {_verdict_detail(v)}" for name, v in verdicts.items() if v.status == "fail"]
     if new_verdict is None or new_verdict.status == "inconclusive":
-        failed.append(f"{plan.new}: not enough live requests to judge in {s.bake_seconds:g} s "
+        failed.append(f"{plan.new}: not enough live requests to judge in {baked:.1f} s "
                       f"(raise R1_BAKE_SECONDS or R1_LOAD_GATE__BAKE_RATE)")
     r.timeline.add(f"shift {percent} %", "failed" if failed else "ok",
-                   "; ".join(f"{k}: {_verdict_detail(v)}" for k, v in verdicts.items()), traffic,
-                   verdict={k: v.to_dict() for k, v in verdicts.items()})
+                   f"baked {baked:.1f} s; " + "; ".join(f"{k}: {_verdict_detail(v)}" for k, v in verdicts.items()),
+                   traffic, verdict={k: v.to_dict() for k, v in verdicts.items()})
     if failed:
         raise RolledBack(f"at {percent} %: " + "; ".join(failed))
 
