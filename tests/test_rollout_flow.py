@@ -1,0 +1,42 @@
+"""The rollout flow end to end on the emulator's fake engine: promote, alternate colours, no-op."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks import clients
+from tests.rollout_support import fast_env, knobs, live_deployments, report, run_in_process, steps
+
+
+@pytest.fixture
+def ml(emulator):
+    return clients.ml_client(emulator.settings())
+
+
+def test_blue_then_green_then_blue_then_noop(emulator, prefect_api, monkeypatch, tmp_path, unique_name, ml):
+    endpoint = unique_name("happy")
+    env = fast_env(emulator.state_dir, tmp_path / "reports", endpoint)
+
+    status, first = run_in_process(monkeypatch, env)
+    assert status == "completed", first
+    assert (first["outcome"], first["new"], first["old"]) == ("promoted", "blue", None)
+    assert live_deployments(ml, endpoint) == ({"blue": 100}, ["blue"])
+
+    status, second = run_in_process(monkeypatch, {**env, "R1_ENVIRONMENT_VARIABLES": knobs(seed=3)})
+    assert status == "completed", second
+    assert (second["outcome"], second["new"], second["old"]) == ("promoted", "green", "blue")
+    assert live_deployments(ml, endpoint) == ({"green": 100}, ["green"])
+    shifts = [e for e in report(second)["events"] if e["step"].startswith("shift") and e["status"] != "info"]
+    assert [e["traffic"] for e in shifts] == [{"green": 25, "blue": 75}, {"green": 100, "blue": 0}]
+    assert all(e["status"] == "ok" for e in shifts)
+
+    status, third = run_in_process(monkeypatch, {**env, "R1_ENVIRONMENT_VARIABLES": knobs(seed=4)})
+    assert status == "completed", third
+    assert (third["new"], third["old"]) == ("blue", "green")
+    assert live_deployments(ml, endpoint) == ({"blue": 100}, ["blue"])
+
+    status, fourth = run_in_process(monkeypatch, {**env, "R1_ENVIRONMENT_VARIABLES": knobs(seed=4)})
+    assert status == "completed", fourth
+    assert fourth["outcome"] == "no-op"
+    assert ("stage", "ok") not in steps(report(fourth))
+    assert live_deployments(ml, endpoint) == ({"blue": 100}, ["blue"])
