@@ -55,12 +55,14 @@ def choose_route(endpoint: EndpointView, header: str | None, rng: random.Random)
     """Azure's rules: the ``azureml-model-deployment`` header wins (even at 0 %) and is never
     mirrored; otherwise a weighted draw over live traffic, plus the mirror share."""
     if header is not None:
-        if header not in endpoint.deployments:
+        # Azure resource names are case-insensitive.
+        named = next((name for name in endpoint.deployments if name.lower() == header.lower()), None)
+        if named is None:
             raise GatewayError(
                 404, f"Deployment '{header}' not found for endpoint '{endpoint.name}' "
                 "(from the azureml-model-deployment header)."
             )
-        return Route(header, None)
+        return Route(named, None)
     live = [(name, weight) for name, weight in endpoint.traffic.items()
             if weight > 0 and name in endpoint.deployments]
     total = sum(weight for _, weight in live)

@@ -45,6 +45,7 @@ def test_header_wins_even_at_zero_and_is_never_mirrored():
     ep = endpoint({"blue": 100}, {"green": 50})
     routes = {choose_route(ep, "green", random.Random(seed)) for seed in range(20)}
     assert {(r.deployment, r.mirror) for r in routes} == {("green", None)}
+    assert choose_route(ep, "GREEN", random.Random()).deployment == "green"  # names are case-insensitive
     with pytest.raises(GatewayError) as err:
         choose_route(ep, "purple", random.Random())
     assert err.value.status == 404 and "purple" in err.value.message
