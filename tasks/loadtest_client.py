@@ -152,7 +152,7 @@ async def send_one(
             record.deployment = resp.headers.get(DEPLOYMENT_HEADER)
             if resp.status_code != 200:
                 detail = (await resp.aread())[:200].decode(errors="replace")
-                record.error, record.error_detail = f"http_{resp.status_code}", detail
+                record.error, record.error_detail = f"http_{resp.status_code}", _redact(detail, headers)
                 record.end_s = now()
             elif spec.stream:
                 acc = StreamAccumulator(record)
@@ -165,6 +165,12 @@ async def send_one(
         record.error, record.error_detail = _error_class(err), type(err).__name__
         record.end_s = now()
     return record
+
+
+def _redact(text: str, headers: dict[str, str]) -> str:
+    """A server that echoes the credential in an error body must not put it in our records."""
+    secret = headers.get("authorization", "").removeprefix("Bearer ")
+    return text.replace(secret, "***") if secret else text
 
 
 def _whole_answer(record: RequestRecord, raw: bytes, now: float) -> None:

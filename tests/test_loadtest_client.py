@@ -110,6 +110,10 @@ async def test_http_errors_and_refused_connections_get_an_error_class():
         run = await run_load(Target(server.base_url), LoadSpec(requests=2, model="m"))
     assert [(r.error, r.status) for r in run.records] == [("http_429", 429)] * 2
     assert "too many requests" in run.records[0].error_detail
+    echo = SseServer(lambda i, body: Script(status=401, body=b"bad key: " + b"k-echoed-9"))
+    with echo:
+        run = await run_load(Target(echo.base_url, auth=SecretStr("k-echoed-9")), LoadSpec(requests=1, model="m"))
+    assert run.records[0].error_detail == "bad key: ***"
     with SseServer(lambda i, body: R1) as gone:
         url = gone.base_url
     run = await run_load(Target(url), LoadSpec(requests=1, model="m", timeout_s=5))
