@@ -126,12 +126,13 @@ def test_no_live_deployment_is_azures_404_but_the_header_still_works(gateway, di
     assert score(url, "dark", key, deployment="blue").status_code == 200
 
 
-def test_a_70_30_split_lands_within_a_few_percent(gateway, directory, blue, green):
-    url, _ = gateway
+def test_a_70_30_split_lands_within_a_few_percent(directory, blue, green):
     key = directory.add("split", deployment("blue", blue.url), deployment("green", green.url),
                         traffic={"blue": 70, "green": 30})
     before = {"blue": blue.counter(), "green": green.counter()}
-    with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:
+    # A gateway of its own with a seeded draw: the same 400 draws whatever other tests ran.
+    with serve(create_gateway_app(directory, rng=random.Random(7))) as url, \
+            httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:
         served = Counter(client.post(f"{url}/endpoints/split/score", json=CHAT).headers["azureml-model-deployment"]
                          for _ in range(400))
     assert 0.64 <= served["blue"] / 400 <= 0.76
@@ -171,7 +172,7 @@ def test_a_failing_mirror_never_reaches_the_client(gateway, directory, blue):
 
 async def test_more_than_twice_the_concurrency_is_429(gateway, directory):
     url, _ = gateway
-    with fake_engine({"FAKE_ENGINE_TTFT_MS": "700"}) as slow:
+    with fake_engine({"FAKE_ENGINE_TTFT_MS": "1500"}) as slow:
         key = directory.add("busy", deployment("blue", slow.url, mcr=1, count=1), traffic={"blue": 100})
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
             answers = await asyncio.gather(*(client.post(f"{url}/endpoints/busy/score", json=CHAT) for _ in range(5)))
@@ -255,9 +256,10 @@ def test_streaming_arrives_chunk_by_chunk(gateway, directory):
                     choices = json.loads(line[6:])["choices"]
                     kinds.append(next(iter(choices[0]["delta"]), "") if choices else "usage")
     assert kinds[1:] == ["reasoning"] * 4 + ["content"] * 4 + ["usage"]
-    gaps = [b - a for a, b in zip(arrivals[1:9], arrivals[2:9])]
-    # Tokens are 50 ms apart at the engine; buffering anywhere would collapse these gaps to ~0.
-    assert min(gaps) > 0.02 and arrivals[8] - arrivals[1] >= 0.3
+    gaps = sorted(b - a for a, b in zip(arrivals[1:9], arrivals[2:9]))
+    # Tokens are 50 ms apart at the engine; buffering anywhere would collapse these gaps to ~0
+    # (the median, not the minimum: a busy machine may deliver two chunks in one read now and then).
+    assert gaps[len(gaps) // 2] > 0.02 and arrivals[8] - arrivals[1] >= 0.3
 
 
 def test_a_restarted_instance_on_the_same_port_is_reached_afresh(gateway, directory):
