@@ -5,7 +5,8 @@
 The fake engine answers at once (no TTFT, every token in one go), so what limits the run is our
 client. For each constant rate it prints send lag (actual - intended send) p50/p99/max, the achieved
 offered rate, and the client's CPU time per request; the ceiling is the highest rate whose send lag
-stays under 1 ms (reported for p50, p90 and p99: on a busy shared box the p99 is the scheduler's). A closed-loop line (concurrency 8) shows the most requests/s the client drives.
+stays under 1 ms (reported for p50, p90 and p99: on a busy shared box the p99 is the scheduler's).
+A closed-loop line (concurrency 8) shows the most requests/s the client drives.
 The machine is shared: run it twice and read the figures as this-box numbers. The first line is the
 floor any asyncio client sees here: how late a bare ``asyncio.sleep`` wakes up with nothing else running.
 """
@@ -69,7 +70,8 @@ async def main(seconds: float, rates: list[float]) -> None:
                             max_tokens=8)
             s = await measure(target, spec)
             lag = s["send_lag_ms"]
-            print(f"{rate:>13.0f} {s['achieved_rate']:>9.1f} {lag['p50']:>10.3f} {lag['p90']:>10.3f} {lag['p99']:>10.3f} "
+            print(f"{rate:>13.0f} {s['achieved_rate']:>9.1f} {lag['p50']:>10.3f} {lag['p90']:>10.3f} "
+                  f"{lag['p99']:>10.3f} "
                   f"{lag['max']:>10.3f} {s['requests_completed']:>6} {s['cpu_ms_per_req']:>10.2f}")
             for q in ceiling:
                 if lag[q] < LAG_LIMIT_MS and s["requests_failed"] == 0 and s["achieved_rate"] >= 0.99 * rate:

@@ -21,10 +21,8 @@ import contextlib
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,32 +32,13 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from emulator.engines.vllm import instance_command  # noqa: E402
 from emulator.engines.vllm.benchmark import run_serve_benchmark  # noqa: E402
 from tasks.loadtest import LoadSpec, Target, run_load, summarise  # noqa: E402
 from tasks.loadtest_spec import synthetic_prompt  # noqa: E402
-from tests.fake_engine_process import free_port  # noqa: E402
+from tests.loadtest_support import VLLM_ARGS, VLLM_MODEL, vllm_server  # noqa: E402
 
-MODEL = "tiny-r1"
-VLLM_ARGS = "--max-num-seqs 16 --max-model-len 1024 --dtype float32 --gpu-memory-utilization 0.2 --enforce-eager"
-
-
-def start_vllm(port: int) -> subprocess.Popen:
-    argv, extra = instance_command(port, {"MODEL_NAME": MODEL, "VLLM_ARGS": VLLM_ARGS})
-    log = open(Path(tempfile.gettempdir()) / f"r1-bench-vllm-{port}.log", "wb")  # noqa: SIM115 (lives with the process)
-    process = subprocess.Popen(argv, env={**os.environ, **extra}, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM exited with {process.returncode}; see {log.name}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    process.terminate()
-    raise RuntimeError(f"vLLM did not become healthy; see {log.name}")
+MODEL = VLLM_MODEL
+COMPLETIONS_ARGS = VLLM_ARGS.replace(" --reasoning-parser deepseek_r1", "")  # completions only
 
 
 def calibrate_words(base: str, tokens: int) -> int:
@@ -131,7 +110,8 @@ def ours(base: str, args: argparse.Namespace, words: int, **load) -> dict:
     cpu = self_cpu_s() - cpu
     s = summarise(run.records, open_loop=spec.open_loop, target_rate=spec.rate)
     return {
-        "req/s": s["requests_per_s"], "out tok/s": s["output_tokens_per_s"], "in tokens/req": s["prompt_tokens"]["mean"],
+        "req/s": s["requests_per_s"], "out tok/s": s["output_tokens_per_s"],
+        "in tokens/req": s["prompt_tokens"]["mean"],
         "TTFT p50": s["ttft_ms"]["p50"], "TTFT p99": s["ttft_ms"]["p99"],
         "TPOT p50": s["tpot_ms"]["p50"], "TPOT p99": s["tpot_ms"]["p99"],
         "E2E p50": s["e2e_ms"]["p50"], "E2E p99": s["e2e_ms"]["p99"], "chunk gap p50": s["chunk_gap_ms"]["p50"],
@@ -161,10 +141,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat both scenarios this many times")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    port = free_port()
-    process = start_vllm(port)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with vllm_server(COMPLETIONS_ARGS) as base:
         words = calibrate_words(base, args.input_len)
         print(f"synthetic prompts: {words} words = ~{args.input_len} tokens on this server")
         scenarios = [("closed loop, concurrency 8", ["--max-concurrency", "8"], {"concurrency": 8}),
@@ -177,12 +154,6 @@ def main() -> None:
                 else:
                     mine, theirs = ours(base, args, words, **our_load), vllm_bench(base, args, their_load)
                 show(f"[round {round_}, {'vllm' if round_ % 2 else 'ours'} first] {title}", theirs, mine)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 if __name__ == "__main__":

@@ -95,16 +95,17 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
 def text_summary(s: dict[str, Any]) -> str:
     def dist(name: str) -> str:
         d = s[name]
-        return " ".join(f"{k}={d[k]:.1f}" if d[k] is not None else f"{k}=–" for k in ("p50", "p90", "p95", "p99", "mean"))
+        keys = ("p50", "p90", "p95", "p99", "mean")
+        return " ".join(f"{k}={d[k]:.1f}" if d[k] is not None else f"{k}=–" for k in keys)
 
-    slo = s["slo"]
+    slo, conc = s["slo"], s["achieved_concurrency"]
     lines = [
         f"load test: {s['run']['mode']}, {s['requests_completed']} ok, {s['requests_failed']} failed "
         f"in {s['measurement_window_s']:.1f} s ({s['report_dir']})",
         *(f"  {name:<22} {dist(name)}" for name in ("ttft_ms", "ttfa_ms", "tpot_ms", "e2e_ms",
                                                       "e2e_from_intended_ms", "send_lag_ms")),
         f"  requests/s {s['requests_per_s']}  output tokens/s {s['output_tokens_per_s']}  achieved rate "
-        f"{s['achieved_rate']}  concurrency mean/max {s['achieved_concurrency']['mean']}/{s['achieved_concurrency']['max']}",
+        f"{s['achieved_rate']}  concurrency mean/max {conc['mean']}/{conc['max']}",
         f"  SLO {slo['status'].upper()}: " + "; ".join(slo["reasons"]),
         *(f"  warning: {w}" for w in s["warnings"]),
     ]

@@ -45,7 +45,8 @@ def stats(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {**{f"p{p}": None for p in PERCENTILES}, "mean": None, "max": None, "n": 0}
     arr = np.asarray(values, dtype=float)
-    out: dict[str, float | None] = {f"p{p}": round(float(v), 4) for p, v in zip(PERCENTILES, np.percentile(arr, PERCENTILES))}
+    cuts = np.percentile(arr, PERCENTILES)
+    out: dict[str, float | None] = {f"p{p}": round(float(v), 4) for p, v in zip(PERCENTILES, cuts)}
     return {**out, "mean": round(float(arr.mean()), 4), "max": round(float(arr.max()), 4), "n": len(values)}
 
 

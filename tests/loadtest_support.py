@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -177,3 +182,45 @@ class SseServer:
     def __exit__(self, *exc: object) -> None:
         self._server.should_exit = True
         self._thread.join(10)
+
+
+VLLM_MODEL = "tiny-r1"
+VLLM_ARGS = ("--max-num-seqs 16 --max-model-len 1024 --dtype float32 --gpu-memory-utilization 0.2 "
+             "--enforce-eager --reasoning-parser deepseek_r1")
+
+
+@contextmanager
+def vllm_server(vllm_args: str = VLLM_ARGS, start_timeout_s: float = 300.0) -> Iterator[str]:
+    """The real vLLM OpenAI server (the emulator's engine) on a free port; yields its base URL.
+
+    Its log goes to a temporary file named in any start-up error. Needs the built engine
+    (``.venv/bin/python -m emulator.engines.vllm build``); ``EngineNotBuilt`` says so otherwise.
+    """
+    from emulator.engines.vllm import instance_command
+    from tests.fake_engine_process import free_port
+
+    port = free_port()
+    argv, extra = instance_command(port, {"MODEL_NAME": VLLM_MODEL, "VLLM_ARGS": vllm_args})
+    with tempfile.NamedTemporaryFile(prefix=f"r1-vllm-{port}-", suffix=".log", delete=False) as log:
+        process = subprocess.Popen(argv, env={**os.environ, **extra}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while not _healthy(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"vLLM did not become healthy (exit code {process.poll()}); see {log.name}")
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -73,7 +73,8 @@ def test_window_keeps_records_sent_inside_it_and_warmup_never_counts():
 
 
 def test_by_deployment_judges_each_colour_from_the_served_by_header():
-    records = healthy(30, deployment="blue") + [make_record(100 + i, ttft_ms=2000, deployment="green") for i in range(25)]
+    records = healthy(30, deployment="blue")
+    records += [make_record(100 + i, ttft_ms=2000, deployment="green") for i in range(25)]
     records += [make_record(200, error="connect_error", deployment=None)]
     verdicts = evaluate_by_deployment(records, SLO)
     assert {k: v.status for k, v in verdicts.items()} == {"(none)": "inconclusive", "blue": "pass", "green": "fail"}

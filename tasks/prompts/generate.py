@@ -46,7 +46,8 @@ def arithmetic(r: random.Random) -> str:
     return r.choice([
         f"{name} has {a} {thing}. {other} gives {name} {b} times as many, then {name} loses {c}. How many {thing} "
         f"does {name} have now? Show your reasoning.",
-        f"A shop sells {thing} at {b} euros each, with {c} % off when you buy more than {a}. What do {a + 5} {thing} cost?",
+        f"A shop sells {thing} at {b} euros each, with {c} % off when you buy more than {a}. "
+        f"What do {a + 5} {thing} cost?",
         f"What is {a} * {b} + {c} - {a % 7}? Explain each step.",
         f"A train leaves at 09:{c:02d} and travels {a * 10} km at {b * 10} km/h. When does it arrive?",
     ])
@@ -57,8 +58,8 @@ def logic(r: random.Random) -> str:
     n = r.randint(3, 9)
     return r.choice([
         f"{x} is taller than {y}, and {y} is taller than {z}. Who is the shortest, and how do you know?",
-        f"If every {r.choice(THINGS)[:-1]} in a box of {n} is red or blue and at least {n - 2} are red, what is the largest "
-        "number that can be blue? Reason it out.",
+        f"If every {r.choice(THINGS)[:-1]} in a box of {n} is red or blue and at least {n - 2} are red, "
+        "what is the largest number that can be blue? Reason it out.",
         f"{x} always lies and {y} always tells the truth. {x} says '{z} is a knight'. What can you conclude about {z}?",
         f"You have {n} identical-looking coins and one is heavier. With a balance scale, what is the fewest weighings "
         "that always finds it?",
