@@ -16,24 +16,20 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from emulator import resources, rules
-from emulator.faults import FaultInjector, Faults
+from emulator.faults import FaultInjector
 from emulator.layout import StateDir
 from emulator.rules import ArmError
 from emulator.runtime import Outcome, Runtime, RunSpec
 from emulator.store import Store
-from emulator.tokens import Issuer, TokenError, new_key
+from emulator.tokens import Issuer, new_key
 from tasks.skus import find_sku
 
 log = logging.getLogger(__name__)
 
-SECRET_HEADER = "x-emulator-secret"
 _WS = (r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
        r"/providers/microsoft\.machinelearningservices/workspaces/(?P<ws>[^/]+)")
 _EP = _WS + r"/onlineendpoints/(?P<ep>[^/]+)"
@@ -61,6 +57,19 @@ def _check_model_reference(model: object) -> None:
 
 def error_response(err: ArmError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": err.code, "message": err.message}}, err.status, headers=headers)
+
+
+async def read_json_body(request: Request) -> dict:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise rules.bad_request("The request body is not valid JSON.", code="InvalidRequestContent") from None
+    if not isinstance(body, dict):
+        raise rules.bad_request("The request body must be a JSON object.", code="InvalidRequestContent")
+    return body
 
 
 @dataclass
@@ -115,15 +124,6 @@ class ControlPlane:
     def _changed(self) -> None:
         self.version += 1
 
-    def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/_emulator/health", self.admin_health, methods=["GET"]),
-            Route("/_emulator/token", self.admin_token, methods=["POST"]),
-            Route("/_emulator/faults", self.admin_faults, methods=["GET", "POST", "DELETE"]),
-            Route("/_emulator/instances", self.admin_instances, methods=["GET"]),
-            Route("/{path:path}", self.dispatch, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
-        ])
-
     async def dispatch(self, request: Request) -> Response:
         path = request.url.path
         fault = self.faults.next_error()
@@ -142,7 +142,7 @@ class ControlPlane:
             if method != request.method:
                 continue
             try:
-                body = await self._body(request) if method in ("PUT", "POST", "PATCH") else {}
+                body = await read_json_body(request) if method in ("PUT", "POST", "PATCH") else {}
                 return await handler(body, **m.groupdict())
             except ArmError as err:
                 return error_response(err)
@@ -153,19 +153,6 @@ class ControlPlane:
     def _authenticated(self, request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and self.issuer.verify(token, self.issuer.management_audiences) is not None
-
-    @staticmethod
-    async def _body(request: Request) -> dict:
-        raw = await request.body()
-        if not raw:
-            return {}
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise rules.bad_request("The request body is not valid JSON.", code="InvalidRequestContent") from None
-        if not isinstance(body, dict):
-            raise rules.bad_request("The request body must be a JSON object.", code="InvalidRequestContent")
-        return body
 
     def _new_op(self, target: str, sub: str, done: bool, with_location: bool = False) -> dict[str, str]:
         if len(self._ops) >= _MAX_OPS:  # keep memory bounded: forget the oldest half
@@ -481,47 +468,3 @@ class ControlPlane:
             return Response(status_code=204)
         self.store.delete(aid)
         return Response(status_code=200)
-
-    # ---- loopback admin routes -------------------------------------------------------------
-
-    def _admin(self, request: Request) -> None:
-        if not self.issuer.check_client_secret(request.headers.get(SECRET_HEADER)):
-            raise ArmError(401, "InvalidClientSecret", f"The {SECRET_HEADER} header is missing or wrong.")
-
-    async def admin_health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def admin_token(self, request: Request) -> Response:
-        try:
-            self._admin(request)
-            body = await self._body(request)
-            lifetime = body.get("lifetime_seconds", 3600)
-            if not isinstance(lifetime, int):
-                raise rules.bad_request("lifetime_seconds must be an integer.")
-            token, expires = self.issuer.issue(str(body.get("scope", "")), lifetime)
-        except ArmError as err:
-            return error_response(err)
-        except TokenError as err:
-            return error_response(rules.bad_request(str(err), code="invalid_scope"))
-        return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_on": expires})
-
-    async def admin_faults(self, request: Request) -> Response:
-        try:
-            self._admin(request)
-            if request.method == "POST":
-                self.faults.set(Faults.model_validate(await self._body(request)))
-            elif request.method == "DELETE":
-                self.faults.set(Faults())
-        except ArmError as err:
-            return error_response(err)
-        except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-            return error_response(rules.bad_request(f"Invalid faults: {problems}", code="InvalidFaults"))
-        return JSONResponse(self.faults.faults.model_dump())
-
-    async def admin_instances(self, request: Request) -> Response:
-        try:
-            self._admin(request)
-        except ArmError as err:
-            return error_response(err)
-        return JSONResponse({d["id"]: self.runtime.instance_info(d["id"]) for d in self.store.all("deployment")})

@@ -19,8 +19,10 @@ from pathlib import Path
 import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from emulator import rules
+from emulator.admin import admin_routes
 from emulator.arm import ControlPlane
 from emulator.autoscaler import Autoscaler
 from emulator.certs import ensure_certificates
@@ -84,8 +86,6 @@ def _gateway_app(directory: Directory):
         async def unavailable(request):
             return JSONResponse({"error": {"code": "ServiceUnavailable", "message": "No scoring gateway."}}, 503)
 
-        from starlette.routing import Route
-
         return Starlette(routes=[Route("/{path:path}", unavailable, methods=["GET", "POST", "PUT", "DELETE"])])
     return create_gateway_app(directory)
 
@@ -123,7 +123,11 @@ async def serve(opts: Options) -> None:
         control = ControlPlane(state, store, Issuer(state, arm_url), faults, opts.location,
                                opts.gpu_quota_cores, opts.realistic)
         control.scoring_base = f"https://127.0.0.1:{gateway_sock.getsockname()[1]}"
-        servers = [(_uvicorn(control.app(), state), arm_sock),
+        arm_app = Starlette(routes=[
+            *admin_routes(control),
+            Route("/{path:path}", control.dispatch, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
+        ])
+        servers = [(_uvicorn(arm_app, state), arm_sock),
                    (_uvicorn(_gateway_app(Directory(control)), state), gateway_sock)]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
