@@ -49,6 +49,14 @@ CHAT_TEMPLATE = (
 SUBJECTS = ["summer", "winter", "tea", "coffee", "cats", "dogs", "rain", "snow", "books", "films",
             "trains", "planes", "the sea", "the hills", "bread", "rice"]
 QUALITIES = ["warm", "calm", "bright", "quiet", "useful", "simple", "cheap", "fast"]
+# Filler for free-form questions, so that any prompt (a load test's, a smoke test's, a person's)
+# still gets the R1 shape: think, close </think>, answer.
+WORDS = ("what how why which when who where is are was do does can could should would the a an of "
+         "to in on for with and or not if then explain write describe compare list give show me you "
+         "I we it this that step each time cost price train shop sells euros km hours code function "
+         "string number sort parse test deploy server model data network memory error cause effect "
+         "Python Rust SQL Bash hello thanks please summary reason answer").split()
+PUNCTUATION = ["", "", ",", ".", "?", ":", " *", " +", " -", " =", "!"]
 
 
 def dialogue(rng: random.Random) -> tuple[str, str, str]:
@@ -56,7 +64,7 @@ def dialogue(rng: random.Random) -> tuple[str, str, str]:
     a, b = rng.sample(SUBJECTS, 2)
     x, y = rng.randint(1, 40), rng.randint(1, 40)
     quality = rng.choice(QUALITIES)
-    kind = rng.randrange(3)
+    kind = rng.randrange(4)
     if kind == 0:
         return (
             f"Which is better, {a} or {b}?",
@@ -70,11 +78,33 @@ def dialogue(rng: random.Random) -> tuple[str, str, str]:
             f"The user wants {x} + {y}. Adding them gives {x + y}. Check: {x + y} - {y} = {x}.",
             f"{x} plus {y} is {x + y}.",
         )
+    if kind == 2:
+        return (
+            free_text(rng),
+            f"The user asks something I know little about. I should answer briefly. "
+            f"{a.capitalize()} is {quality}.",
+            f"I am a tiny model: I can only say that {a} is {quality}.",
+        )
     return (
         f"Tell me about {a}.",
         f"The user asks about {a}. I should say something short. {a.capitalize()} is {quality}.",
         f"{a.capitalize()} is {quality} and worth a look.",
     )
+
+
+def free_text(rng: random.Random) -> str:
+    """A question of random words, numbers, unknown words and punctuation, 1-24 words long."""
+    words = []
+    for _ in range(rng.randint(1, 24)):
+        roll = rng.random()
+        if roll < 0.15:
+            word = str(rng.randint(0, 9999))
+        elif roll < 0.3:
+            word = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9)))
+        else:
+            word = rng.choice(WORDS)
+        words.append(word + rng.choice(PUNCTUATION))
+    return " ".join(words)
 
 
 def render(question: str, reasoning: str, answer: str) -> str:
@@ -135,7 +165,9 @@ def train_model(tokenizer: PreTrainedTokenizerFast, corpus: list[str]) -> tuple[
     loss = float("nan")
     for _ in range(STEPS):
         batch = torch.randint(0, len(corpus), (BATCH,), generator=generator)
-        step_loss = model(input_ids=ids[batch], attention_mask=mask[batch], labels=labels[batch]).loss
+        width = int(mask[batch].sum(dim=1).max())  # right-padded: cut the columns no row uses
+        step_loss = model(input_ids=ids[batch, :width], attention_mask=mask[batch, :width],
+                          labels=labels[batch, :width]).loss
         step_loss.backward()
         optimizer.step()
         schedule.step()
@@ -156,6 +188,9 @@ def main(out_dir: Path) -> None:
     corpus = [render(*dialogue(rng)) for _ in range(DIALOGUES)]
     tokenizer = train_tokenizer(corpus)
     model, loss = train_model(tokenizer, corpus)
+    # DeepSeek's recommended sampling for R1, as its generation_config.json ships it; vLLM takes
+    # these as the defaults for requests that do not say.
+    model.generation_config.update(do_sample=True, temperature=0.6, top_p=0.95)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out_dir)
     model.save_pretrained(out_dir)
