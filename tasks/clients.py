@@ -57,14 +57,23 @@ def ensure_emulator(settings: Settings) -> Connection:
     """Start an emulator in the background for the state dir unless one is running; return its connection."""
     if settings.target != "local":
         raise ValueError("ensure_emulator is only meaningful for R1_TARGET=local")
-    state_dir = Path(settings.emulator_state_dir).resolve()
-    if process.connection(StateDir(state_dir)) is None:
+    state = StateDir(Path(settings.emulator_state_dir).resolve())
+    if process.connection(state) is None:
         try:
-            process.start_detached(state_dir, ["--location", settings.region])
+            process.start_detached(state.root, ["--location", settings.region])
         except process.EmulatorError:
-            if process.connection(StateDir(state_dir)) is None:  # lost a start race: fine if one runs
+            if process.running_pid(state) is None:
                 raise
+            _await_ready(state)  # lost a start race to another caller: use the one it started
     return connection(settings)
+
+
+def _await_ready(state: StateDir, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while process.connection(state) is None:
+        if process.running_pid(state) is None or time.monotonic() > deadline:
+            raise EmulatorUnavailable(f"the emulator starting on {state.root} did not become ready")
+        time.sleep(0.05)
 
 
 class EmulatorCredential:

@@ -124,3 +124,15 @@ def test_ensure_emulator_starts_one_once(tmp_path):
     finally:
         process.stop(tmp_path / "emu")
     assert process.running_pid(StateDir(tmp_path / "emu")) is None
+
+
+def test_concurrent_ensure_emulator_calls_share_one_emulator(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = load_settings(target="local", emulator_state_dir=tmp_path / "race")
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            connections = list(pool.map(lambda _: clients.ensure_emulator(settings), range(3)))
+        assert len({c.arm_url for c in connections}) == 1
+    finally:
+        process.stop(tmp_path / "race")
