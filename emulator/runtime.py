@@ -361,6 +361,8 @@ class Runtime:
         async def stop_and_clean() -> None:
             if runner:
                 await runner.stop()
+            if deployment_id.lower() in self._runners:  # re-created meanwhile: its logs are live
+                return
             for f in log_dir.glob("*.log"):
                 f.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
