@@ -52,6 +52,11 @@ def delete_deployment(ml: Any, endpoint: str, name: str) -> bool:
         return False
 
 
+def state_name(state: Any) -> str:
+    """"Succeeded", not "DeploymentProvisioningState.SUCCEEDED": the SDK hands out a str enum or a str."""
+    return str(getattr(state, "value", state) or "Unknown")
+
+
 @dataclass(frozen=True)
 class Readiness:
     ready: bool
@@ -80,7 +85,7 @@ def wait_ready(
     delays = backoff_delays()
     while True:
         try:
-            state = ml.online_deployments.get(name=name, endpoint_name=endpoint).provisioning_state or "Unknown"
+            state = state_name(ml.online_deployments.get(name=name, endpoint_name=endpoint).provisioning_state)
         except ResourceNotFoundError:
             state = "NotFound"
         except HttpResponseError as err:  # transient ARM trouble is not a verdict on the deployment

@@ -11,6 +11,7 @@ from typing import Any
 from azure.ai.ml.entities import ManagedOnlineEndpoint
 from azure.core.exceptions import ResourceNotFoundError
 
+from tasks.deployment import state_name
 from tasks.reconcile import SPEC_HASH_TAG, LiveDeployment, LiveState
 from tasks.settings import Settings
 from tasks.specs import build_endpoint
@@ -35,7 +36,7 @@ def read_live_state(ml: Any, name: str) -> LiveState:
         d.name: LiveDeployment(
             d.name,
             (d.tags or {}).get(SPEC_HASH_TAG),
-            d.provisioning_state or "Unknown",
+            state_name(d.provisioning_state),
             traffic=int(traffic.get(d.name, 0)),
             mirror=int(mirror.get(d.name, 0)),
         )
