@@ -57,7 +57,8 @@ def run_in_process(monkeypatch, env: dict[str, str]) -> tuple[str, Any]:
 
 def cli_env(env: dict[str, str], prefect_home: Path) -> dict[str, str]:
     """A subprocess environment: no stray R1_* variables, its own Prefect home, patient server start-up."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("R1_", "PREFECT_"))}
+    # AZUREML_CURRENT_CLOUD: the SDK's process-wide cloud, set by clients.ml_client in this process
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("R1_", "PREFECT_", "AZUREML_"))}
     return {**base, **env, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
             "PYTHONPATH": str(REPO_ROOT)}
