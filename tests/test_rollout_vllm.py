@@ -1,0 +1,39 @@
+"""The README quick start, tested: a full rollout on the local emulator with the real vLLM engine,
+with exactly the settings in profiles/local-vllm.env (what `./r1 rollout` runs)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from emulator import process
+from tests.rollout_support import REPO_ROOT, run_cli, steps
+
+
+def profile(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as a shell sourcing the file would see them."""
+    pairs = [shlex.split(line)[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_quick_start_rollout_with_real_vllm(tmp_path):
+    env = {**profile(REPO_ROOT / "profiles" / "local-vllm.env"),
+           "R1_EMULATOR_STATE_DIR": str(tmp_path / "emulator"), "R1_REPORTS_DIR": str(tmp_path / "reports")}
+    try:
+        code, outcome, stderr = run_cli(env, tmp_path / "prefect-home", timeout=2200)
+        assert code == 0, stderr[-5000:]
+        assert (outcome["outcome"], outcome["new"], outcome["traffic"]) == ("promoted", "blue", {"blue": 100})
+        folder = Path(outcome["report_dir"])
+        record = json.loads((folder / "rollout.json").read_text())
+        assert {("ready", "ok"), ("smoke", "ok"), ("load-gate", "ok"), ("shift 100 %", "ok")} <= set(steps(record))
+        assert all(check["problems"] == [] for check in record["smoke"])
+        assert record["load_gate"]["requests_failed"] == 0
+        assert (folder / "rollout.md").read_text().startswith(f"# Rollout {record['run_id']}: promoted")
+        assert (folder / "rollout.png").stat().st_size > 10_000
+    finally:
+        process.stop(tmp_path / "emulator")  # the flow started it detached, to outlive the run
