@@ -19,7 +19,6 @@ PERCENTILES = (50, 90, 95, 99)
 SHORT_RATE_THRESHOLD = 0.05  # achieved offered rate below the schedule's by more than this: warn
 LATE_SEND_P95_MS = 10.0  # send lag p95 above this: warn that the client or the cap held requests back
 COALESCED_SHARE = 0.5  # more chunk gaps than this at 0 (same network read): per-chunk gaps are meaningless
-MULTI_TOKEN_RATIO = 1.5  # server tokens per text chunk at or above this: multi-token chunks
 
 FORMULAS = {
     "ttft_ms": "first text chunk (reasoning or answer) - actual send",
@@ -136,13 +135,13 @@ def warnings(measured: list[RequestRecord], summary: dict[str, Any], open_loop: 
     if missing := sum(r.completion_tokens is None for r in ok):
         out.append(f"{missing} successful requests had no usage: their TPOT and token counts are undefined "
                    "(never re-tokenized on the client)")
-    mismatched = [r for r in streamed if r.completion_tokens is not None and not r.tokens_match_chunks]
-    if mismatched:
-        ratio = sum(r.completion_tokens for r in mismatched) / max(1, sum(r.text_chunks for r in mismatched))
-        kind = ("multi-token chunks: per-chunk gaps are not per-token gaps; TPOT uses server token counts"
-                if ratio >= MULTI_TOKEN_RATIO else "server usage and chunk counts disagree")
-        out.append(f"{len(mismatched)} of {len(streamed)} streamed requests: {kind} "
-                   f"({ratio:.2f} server tokens per text chunk)")
+    if multi := [r for r in streamed if r.multi_token_events]:
+        ratio = sum(r.completion_tokens for r in multi) / max(1, sum(r.choice_events for r in multi))
+        out.append(f"{len(multi)} of {len(streamed)} streamed requests had multi-token chunks ({ratio:.2f} server "
+                   "tokens per event): per-chunk gaps are not per-token gaps; TPOT uses server token counts")
+    if under := [r for r in streamed if r.completion_tokens is not None and r.completion_tokens < r.text_chunks]:
+        out.append(f"{len(under)} of {len(streamed)} streamed requests: the server's usage counts fewer tokens than "
+                   "text chunks arrived; its token counts (and TPOT) are suspect")
     gaps = sum(max(0, r.text_chunks - 1) for r in streamed)
     coalesced = sum(r.coalesced_chunks for r in streamed)
     if gaps and coalesced / gaps > COALESCED_SHARE:

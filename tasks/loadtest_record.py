@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 THINK_CLOSE = "</think>"
+EVENT_SLACK = 3  # tokens vs events: role/finish-only events and swallowed </think> or EOS tokens
+MULTI_TOKEN_RATIO = 1.5  # at least this many server tokens per event: the server bundles tokens
 
 
 @dataclass(slots=True)
@@ -38,6 +40,7 @@ class RequestRecord:
     reasoning_chunks: int = 0
     answer_chunks: int = 0
     coalesced_chunks: int = 0  # text chunks that arrived in the same network read as the previous one
+    choice_events: int = 0  # events carrying a choice, with or without text (usage-only trailer excluded)
     chunk_times_s: list[float] = field(default_factory=list)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None  # server usage; None when the server sent none
@@ -59,10 +62,10 @@ class RequestRecord:
 
     @property
     def reasoning_tokens(self) -> int | None:
-        """From usage when the server reports it, else the reasoning chunk count when chunks are tokens."""
+        """From usage when the server reports it, else the reasoning chunk count when events are tokens."""
         if self.usage_reasoning_tokens:
             return self.usage_reasoning_tokens
-        return self.reasoning_chunks if self.tokens_match_chunks else None
+        return self.reasoning_chunks if self.one_token_per_event else None
 
     @property
     def answer_tokens(self) -> int | None:
@@ -72,14 +75,25 @@ class RequestRecord:
         return self.completion_tokens - reasoning
 
     @property
-    def token_chunk_gap(self) -> int | None:
-        """Server tokens minus text chunks: ~0 means one token per chunk (an EOS or </think> may add 1-2)."""
-        return None if self.completion_tokens is None else self.completion_tokens - self.text_chunks
+    def token_event_gap(self) -> int | None:
+        """Server tokens minus choice events (None without usage).
+
+        vLLM streams one event per token; a role-only first event and a finish-only last event
+        add events without tokens, and a reasoning parser swallows ``</think>`` (a token without an
+        event), so a few either way still means one token per event.
+        """
+        return None if self.completion_tokens is None else self.completion_tokens - self.choice_events
 
     @property
-    def tokens_match_chunks(self) -> bool:
-        gap = self.token_chunk_gap
-        return gap is not None and 0 <= gap <= 2
+    def one_token_per_event(self) -> bool:
+        gap = self.token_event_gap
+        return gap is not None and abs(gap) <= EVENT_SLACK
+
+    @property
+    def multi_token_events(self) -> bool:
+        """Clearly more server tokens than events: the server bundles several tokens per event."""
+        gap = self.token_event_gap
+        return gap is not None and gap > EVENT_SLACK and self.completion_tokens >= MULTI_TOKEN_RATIO * self.choice_events
 
     @property
     def ttft_s(self) -> float | None:
@@ -124,7 +138,7 @@ class RequestRecord:
             value = getattr(self, f"{name}_s")
             row[f"{name}_ms"] = None if value is None else round(value * 1000, 4)
         row.update(reasoning_tokens=self.reasoning_tokens, answer_tokens=self.answer_tokens,
-                   token_chunk_gap=self.token_chunk_gap)
+                   token_event_gap=self.token_event_gap)
         return row
 
 
@@ -185,6 +199,7 @@ class StreamAccumulator:
 
     def _choice(self, now: float, choice: dict[str, Any]) -> None:
         rec = self.record
+        rec.choice_events += 1
         if choice.get("finish_reason"):
             rec.finish_reason = choice["finish_reason"]
         delta = choice.get("delta")

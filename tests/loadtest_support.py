@@ -44,7 +44,7 @@ def make_record(index: int = 0, ttft_ms: float | None = 100.0, tpot_ms: float | 
         rec.first_token_s = rec.first_answer_s = sent + ttft_ms / 1000
         rec.last_token_s = rec.first_token_s + (tpot_ms or 0) / 1000 * (tokens - 1)
         rec.completion_tokens, rec.prompt_tokens = tokens, 5
-        rec.answer_chunks = tokens
+        rec.answer_chunks = rec.choice_events = tokens
         rec.chunk_times_s = [rec.first_token_s + (tpot_ms or 0) / 1000 * i for i in range(tokens)]
     rec.end_s = (rec.last_token_s or sent + 0.05) + 0.001
     return rec

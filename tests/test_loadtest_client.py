@@ -100,7 +100,7 @@ async def test_multi_token_chunks_use_server_tokens_and_warn():
     with server:
         run = await run_load(Target(server.base_url), LoadSpec(requests=2, model="m"), clock=clock)
     assert run.records[0].tpot_s == pytest.approx(0.2 / 11)  # 12 server tokens, not 3 chunks
-    assert any("multi-token chunks" in w and "4.00 server tokens per text chunk" in w
+    assert any("multi-token chunks (4.00 server tokens per event)" in w
                for w in summarise(run.records)["warnings"])
 
 

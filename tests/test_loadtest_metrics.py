@@ -69,7 +69,7 @@ def test_on_time_open_loop_has_no_rate_warning():
 def test_token_accounting_warnings_name_the_cause():
     multi = [make_record(i, tokens=4) for i in range(5)]
     for r in multi:
-        r.completion_tokens = 16  # 16 server tokens in 4 chunks
+        r.completion_tokens = 16  # 16 server tokens in 4 events
     flushed = [make_record(10 + i, tokens=11) for i in range(5)]
     for r in flushed:  # the whole answer in one network read
         r.chunk_times_s = [r.chunk_times_s[-1]] * 11
@@ -78,7 +78,7 @@ def test_token_accounting_warnings_name_the_cause():
     no_usage.completion_tokens = None
     s = summarise(multi + flushed + [no_usage])
     text = "\n".join(s["warnings"])
-    assert "5 of 11 streamed requests: multi-token chunks" in text and "(4.00 server tokens per text chunk)" in text
+    assert "5 of 11 streamed requests had multi-token chunks (4.00 server tokens per event)" in text
     assert "1 successful requests had no usage" in text
     assert s["tpot_ms"]["n"] == 10  # the one without usage has no TPOT
     coalesced = sum(r.coalesced_chunks for r in flushed)

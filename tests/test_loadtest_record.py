@@ -33,15 +33,16 @@ def test_separated_reasoning_then_answer_gives_each_metric():
     assert rec.e2e_s == pytest.approx(0.8)
     assert rec.chunk_gaps_s == pytest.approx([0.1, 0.2, 0.1])
     assert (rec.prompt_tokens, rec.output_tokens) == (9, 6)
-    # 6 server tokens over 4 text chunks: within the EOS/</think> allowance, so chunks are tokens
-    assert rec.tokens_match_chunks and (rec.reasoning_tokens, rec.answer_tokens) == (2, 4)
+    # 6 server tokens over 5 choice events (role chunk included): one token per event
+    assert rec.choice_events == 5 and rec.token_event_gap == 1 and rec.one_token_per_event
+    assert (rec.reasoning_tokens, rec.answer_tokens) == (2, 4) and not rec.multi_token_events
 
 
 def test_usage_reasoning_tokens_win_over_chunk_counts():
     rec = feed_all([(1.1, sse(chat_chunk(reasoning="a b c"))), (1.2, sse(chat_chunk(content="d"))),
                     (1.3, sse(usage_chunk(5, 30, reasoning=21)) + sse("[DONE]"))], end=1.3)
     assert (rec.reasoning_tokens, rec.answer_tokens) == (21, 9)
-    assert not rec.tokens_match_chunks and rec.token_chunk_gap == 28
+    assert rec.token_event_gap == 28 and rec.multi_token_events and not rec.one_token_per_event
 
 
 def test_inline_think_close_splits_reasoning_from_answer_in_content():
