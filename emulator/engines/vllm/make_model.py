@@ -31,6 +31,9 @@ MAX_POSITIONS = 8192  # as long as production's --max-model-len, so that flag wo
 
 BOS, EOS, USER, ASSISTANT = "<s>", "</s>", "<｜User｜>", "<｜Assistant｜>"
 THINK, END_THINK = "<think>", "</think>"
+# Fixed last words of the thinking and of the answer: the tiny model learns to end each part only
+# after them, which keeps it from stopping mid-thought (an empty answer) when sampling.
+CLOSE_THINKING, CLOSE_ANSWER = "Now I can answer.", "Hope this helps!"
 
 # DeepSeek-R1's template, reduced: earlier answers lose their reasoning, the prompt ends at the
 # assistant marker and the model opens <think> itself (vLLM's parser handles both variants).
@@ -109,7 +112,8 @@ def free_text(rng: random.Random) -> str:
 
 def render(question: str, reasoning: str, answer: str) -> str:
     """The exact text the model sees: prompt by the chat template, then R1's answer format."""
-    return f"{BOS}{USER}{question}{ASSISTANT}{THINK}\n{reasoning}\n{END_THINK}\n\n{answer}{EOS}"
+    return (f"{BOS}{USER}{question}{ASSISTANT}{THINK}\n{reasoning} {CLOSE_THINKING}\n{END_THINK}\n\n"
+            f"{answer} {CLOSE_ANSWER}{EOS}")
 
 
 def train_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
