@@ -32,6 +32,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from emulator.engines.vllm import benchmark, ready_layout  # noqa: E402
 from emulator.engines.vllm.benchmark import run_serve_benchmark  # noqa: E402
 from tasks.loadtest import LoadSpec, Target, run_load, summarise  # noqa: E402
 from tasks.loadtest_spec import synthetic_prompt  # noqa: E402
@@ -141,6 +142,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat both scenarios this many times")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    layout = ready_layout()  # checked once: a rebuild of the engine mid-run must not abort the comparison
+    benchmark.ready_layout = lambda: layout
     with vllm_server(COMPLETIONS_ARGS) as base:
         words = calibrate_words(base, args.input_len)
         print(f"synthetic prompts: {words} words = ~{args.input_len} tokens on this server")
