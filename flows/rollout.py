@@ -403,8 +403,8 @@ def _reconcile(r: Rollout, log: Any) -> dict[str, Any]:
     r.timeline.add("plan", "info", f"{plan.action}: {plan.reason}"
                    + (f"; not touching {', '.join(plan.strays)}" if plan.strays else ""), r.traffic())
     log.info("rollout %s: %s (%s)", r.run_id, plan.action, plan.reason)
-    if plan.action == "noop":
-        return _outcome(r, "no-op", plan.reason)
+    if plan.action == "noop" or (plan.action == "finish" and r.settings.keep_old_warm):
+        return _outcome(r, "no-op", plan.reason + (" (kept warm: R1_KEEP_OLD_WARM)" if plan.old else ""))
     if plan.action == "rollout":
         try:
             _promote(r)

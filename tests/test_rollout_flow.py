@@ -40,3 +40,26 @@ def test_blue_then_green_then_blue_then_noop(emulator, prefect_api, monkeypatch,
     assert fourth["outcome"] == "no-op"
     assert ("stage", "ok") not in steps(report(fourth))
     assert live_deployments(ml, endpoint) == ({"blue": 100}, ["blue"])
+
+
+def test_old_colour_kept_warm_then_retired_by_a_later_run(emulator, prefect_api, monkeypatch, tmp_path, unique_name,
+                                                          ml):
+    endpoint = unique_name("warm")
+    env = fast_env(emulator.state_dir, tmp_path / "reports", endpoint, R1_KEEP_OLD_WARM="true")
+    assert run_in_process(monkeypatch, env)[0] == "completed"
+    change = {**env, "R1_ENVIRONMENT_VARIABLES": knobs(seed=7)}
+
+    status, promoted = run_in_process(monkeypatch, change)
+    assert status == "completed" and promoted["new"] == "green", promoted
+    assert live_deployments(ml, endpoint) == ({"green": 100}, ["blue", "green"])
+    assert ("retire", "skipped") in steps(report(promoted))
+
+    status, again = run_in_process(monkeypatch, change)
+    assert status == "completed" and again["outcome"] == "no-op", again
+    assert live_deployments(ml, endpoint) == ({"green": 100}, ["blue", "green"])
+
+    status, finished = run_in_process(monkeypatch, {**change, "R1_KEEP_OLD_WARM": "false"})
+    assert status == "completed" and finished["outcome"] == "promoted", finished
+    assert "left over" in next(e["detail"] for e in report(finished)["events"] if e["step"] == "plan")
+    assert ("retire", "ok") in steps(report(finished)) and ("stage", "ok") not in steps(report(finished))
+    assert live_deployments(ml, endpoint) == ({"green": 100}, ["green"])

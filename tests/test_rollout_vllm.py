@@ -1,5 +1,6 @@
-"""The README quick start, tested: a full rollout on the local emulator with the real vLLM engine,
-with exactly the settings in profiles/local-vllm.env (what `./r1 rollout` runs)."""
+"""The README quick start, tested: rollouts on the local emulator with the real vLLM engine, with
+exactly the settings in profiles/local-vllm.env (what `./r1 rollout` runs): the first one, then a
+change that shifts live traffic from blue to green."""
 
 from __future__ import annotations
 
@@ -19,6 +20,16 @@ def profile(path: Path) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs)
 
 
+def check_report(folder: Path, shifts: set[str]) -> None:
+    record = json.loads((folder / "rollout.json").read_text())
+    passed = {step for step, status in steps(record) if status == "ok"}
+    assert {"ready", "smoke", "load-gate", "autoscale", *shifts} <= passed, steps(record)
+    assert all(check["problems"] == [] for check in record["smoke"])
+    assert record["load_gate"]["requests_failed"] == 0
+    assert (folder / "rollout.md").read_text().startswith(f"# Rollout {record['run_id']}: promoted")
+    assert (folder / "rollout.png").stat().st_size > 10_000
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_quick_start_rollout_with_real_vllm(tmp_path):
@@ -28,12 +39,14 @@ def test_quick_start_rollout_with_real_vllm(tmp_path):
         code, outcome, stderr = run_cli(env, tmp_path / "prefect-home", timeout=2200)
         assert code == 0, stderr[-5000:]
         assert (outcome["outcome"], outcome["new"], outcome["traffic"]) == ("promoted", "blue", {"blue": 100})
-        folder = Path(outcome["report_dir"])
-        record = json.loads((folder / "rollout.json").read_text())
-        assert {("ready", "ok"), ("smoke", "ok"), ("load-gate", "ok"), ("shift 100 %", "ok")} <= set(steps(record))
-        assert all(check["problems"] == [] for check in record["smoke"])
-        assert record["load_gate"]["requests_failed"] == 0
-        assert (folder / "rollout.md").read_text().startswith(f"# Rollout {record['run_id']}: promoted")
-        assert (folder / "rollout.png").stat().st_size > 10_000
+        check_report(Path(outcome["report_dir"]), shifts={"shift 100 %"})
+
+        # a vLLM argument changes: green is staged, takes 50 % then 100 % of live traffic, blue retired
+        code, outcome, stderr = run_cli({**env, "R1_VLLM__MAX_NUM_SEQS": "64",
+                                         "R1_MAX_CONCURRENT_REQUESTS_PER_INSTANCE": "64"},
+                                        tmp_path / "prefect-home", timeout=2200)
+        assert code == 0, stderr[-5000:]
+        assert (outcome["outcome"], outcome["new"], outcome["traffic"]) == ("promoted", "green", {"green": 100})
+        check_report(Path(outcome["report_dir"]), shifts={"shift 50 %", "shift 100 %"})
     finally:
         process.stop(tmp_path / "emulator")  # the flow started it detached, to outlive the run
