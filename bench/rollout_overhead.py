@@ -7,7 +7,9 @@ then blue ..., each with a spec change), and splits each from its timeline:
   waiting        ready polling, smoke and load gate (requests to the engine)
   orchestration  ARM calls (preflight, endpoint, lock, model, plan, stage, traffic shifts, autoscale,
                  retire), plus starting/stopping the live load around the shifts
-  prefect        the rest of the wall time: flow/task run bookkeeping, artifacts, engine start/stop
+  prefect        the rest of the wall time: the flow engine's start and end, task-run bookkeeping, and
+                 after the last step the report (PNG, markdown and table artifacts) and the unlock call
+Round 0 is a warm-up (it includes starting Prefect's ephemeral server) and is printed but not counted.
 """
 
 from __future__ import annotations
