@@ -74,7 +74,8 @@ def main() -> None:
             events = json.loads((Path(result["report_dir"]) / "rollout.json").read_text())["events"]
             row = split(events, wall)
             per_step.append(step_times(events))
-            print(f"round {i}: {result['outcome']} {result['new']}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items()))
+            figures = ", ".join(f"{k} {v:.2f} s" for k, v in row.items())
+            print(f"round {i}: {result['outcome']} {result['new']}: {figures}")
             if not i:
                 per_step.clear()
             else:

@@ -332,7 +332,8 @@ def autoscale(r: Rollout) -> None:
     setting = build_autoscale(s.autoscale, dep.id, s.region, tags={"endpoint": r.endpoint})
     monitor.autoscale_settings.create_or_update(s.resource_group, autoscale_name(r.endpoint, plan.new), setting)
     r.timeline.add("autoscale", "ok", f"{plan.new}: {s.autoscale.minimum}-{s.autoscale.maximum} instances, "
-                   f"GPU > {s.autoscale.gpu_scale_out_percent:g} % or p95 > {s.autoscale.latency_p95_scale_out_ms:g} ms")
+                   f"GPU > {s.autoscale.gpu_scale_out_percent:g} % "
+                   f"or p95 > {s.autoscale.latency_p95_scale_out_ms:g} ms")
 
 
 @arm_step(name="retire")
@@ -446,19 +447,37 @@ def _outcome(r: Rollout, outcome: str, reason: str) -> dict[str, Any]:
 
 
 # Command line ---------------------------------------------------------------------------------------
+def recorded_failure(settings: Settings, state: Any) -> Exception | None:
+    """The outcome the run's own report recorded, as its exception, when Prefect's final state lost it.
+
+    A pause that times out is failed by Prefect itself ("never resumed"), so the result is not the
+    RolledBack the flow raised after rolling back; the report on disk still says what happened."""
+    run_id = str(state.state_details.flow_run_id or "")[:8]
+    for path in sorted(settings.reports_dir.glob(f"rollout-*-{run_id}/rollout.json")) if run_id else []:
+        record = json.loads(path.read_text())
+        kind = {"rolled back": RolledBack, "refused": Refused}.get(record.get("outcome"))
+        if kind:
+            err = kind(record.get("reason", ""))
+            err.report_dir = str(path.parent)
+            return err
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.rollout", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
     args = parser.parse_args(argv)
-    load_settings()  # invalid settings: exit 2 before Prefect starts
+    settings = load_settings()  # invalid settings: exit 2 before Prefect starts
     with contextlib.redirect_stdout(sys.stderr):
         state = rollout(return_state=True)
     result = state.result(raise_on_failure=False)
+    if isinstance(result, Exception) and not isinstance(result, (Refused, RolledBack)):
+        result = recorded_failure(settings, state) or result
     if isinstance(result, Exception):
         code = EXIT_INVALID if isinstance(result, Refused) else EXIT_FAILED
         label = {Refused: "refused", RolledBack: "rolled back"}.get(type(result), "failed")
-        outcome = {"outcome": label, "reason": f"{type(result).__name__}: {result}" if label == "failed" else str(result),
-                   "report_dir": getattr(result, "report_dir", None)}
+        reason = f"{type(result).__name__}: {result}" if label == "failed" else str(result)
+        outcome = {"outcome": label, "reason": reason, "report_dir": getattr(result, "report_dir", None)}
     else:
         code, outcome = EXIT_OK, result
     print(json.dumps(outcome) if args.json else f"rollout {outcome['outcome']}: {outcome['reason']}"

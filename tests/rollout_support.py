@@ -66,8 +66,8 @@ def cli_env(env: dict[str, str], prefect_home: Path) -> dict[str, str]:
 
 def run_cli(env: dict[str, str], prefect_home: Path, timeout: float = 600) -> tuple[int, dict[str, Any], str]:
     """``python -m flows.rollout --json`` as a user runs it: (exit code, JSON outcome, stderr)."""
-    proc = subprocess.run([sys.executable, "-m", "flows.rollout", "--json"], cwd=REPO_ROOT, env=cli_env(env, prefect_home),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-m", "flows.rollout", "--json"], cwd=REPO_ROOT,
+                          env=cli_env(env, prefect_home), capture_output=True, text=True, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc.returncode, (json.loads(lines[-1]) if lines else {}), proc.stderr
 

@@ -81,9 +81,9 @@ def test_killed_mid_shift_then_rerun_converges(emulator, api_env, monkeypatch, t
     ml = clients.ml_client(emulator.settings())
 
     change = {**env, "R1_ENVIRONMENT_VARIABLES": knobs(seed=21)}
+    slow = {**change, "R1_BAKE_SECONDS": "120", "R1_REPORTS_DIR": str(tmp_path / "doomed")}
     doomed = subprocess.Popen([sys.executable, "-m", "flows.rollout", "--json"], cwd=REPO_ROOT,
-                              env=cli_env({**change, "R1_BAKE_SECONDS": "120", "R1_REPORTS_DIR": str(tmp_path / "doomed")},
-                                          tmp_path / "home-doomed"),
+                              env=cli_env(slow, tmp_path / "home-doomed"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for_bake(tmp_path / "doomed", doomed)

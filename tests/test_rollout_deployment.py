@@ -89,7 +89,8 @@ def test_prefect_deployment_run_promotes_and_publishes_artifacts(emulator, tmp_p
         runs = http.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [deployment["id"]]}}}).json()
         assert [r["state"]["type"] for r in runs] == ["COMPLETED"]
         assert runs[0]["parameters"] == {"bake_seconds": 1.5}
-        artifacts = http.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [runs[0]["id"]]}}}).json()
+        by_run = {"artifacts": {"flow_run_id": {"any_": [runs[0]["id"]]}}}
+        artifacts = http.post("/artifacts/filter", json=by_run).json()
         keys = {a["key"] for a in artifacts}
         run_id = runs[0]["id"][:8]
         assert {f"rollout-{run_id}", f"rollout-{run_id}-timeline"} <= keys

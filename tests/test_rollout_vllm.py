@@ -16,7 +16,8 @@ from tests.rollout_support import REPO_ROOT, run_cli, steps
 
 def profile(path: Path) -> dict[str, str]:
     """KEY=VALUE lines as a shell sourcing the file would see them."""
-    pairs = [shlex.split(line)[0] for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    pairs = [shlex.split(line)[0] for line in lines]
     return dict(pair.split("=", 1) for pair in pairs)
 
 
