@@ -67,38 +67,27 @@ def dialogue(rng: random.Random) -> tuple[str, str, str]:
     a, b = rng.sample(SUBJECTS, 2)
     x, y = rng.randint(1, 40), rng.randint(1, 40)
     quality = rng.choice(QUALITIES)
-    kind = rng.randrange(4)
+    kind = rng.randrange(6)  # half the questions are free-form (kinds 2, 4, 5)
+    # Short on purpose: a CPU decodes slowly, and a smoke or load test with a small max_tokens
+    # (32 in profiles/local-vllm.env) must still see the answer after the thinking.
     if kind == 0:
         return (
             f"Which is better, {a} or {b}?",
-            f"The user compares {a} and {b}. {a.capitalize()} is {quality}. "
-            f"{b.capitalize()} is {rng.choice(QUALITIES)}. It depends on taste.",
-            f"Both have merits: {a} is {quality}, and many prefer {b}.",
+            f"The user compares {a} and {b}. It depends on taste.",
+            f"Both have merits: {a} is {quality}.",
         )
     if kind == 1:
-        return (
-            f"What is {x} plus {y}?",
-            f"The user wants {x} + {y}. Adding them gives {x + y}. Check: {x + y} - {y} = {x}.",
-            f"{x} plus {y} is {x + y}.",
-        )
-    if kind == 2:
-        return (
-            free_text(rng),
-            f"The user asks something I know little about. I should answer briefly. "
-            f"{a.capitalize()} is {quality}.",
-            f"I am a tiny model: I can only say that {a} is {quality}.",
-        )
-    return (
-        f"Tell me about {a}.",
-        f"The user asks about {a}. I should say something short. {a.capitalize()} is {quality}.",
-        f"{a.capitalize()} is {quality} and worth a look.",
-    )
+        return (f"What is {x} plus {y}?", f"{x} + {y} = {x + y}.", f"{x} plus {y} is {x + y}.")
+    if kind != 3:
+        return (free_text(rng), f"I know little about this. {a.capitalize()} is {quality}.",
+                f"I can only say that {a} is {quality}.")
+    return (f"Tell me about {a}.", f"The user asks about {a}.", f"{a.capitalize()} is {quality}.")
 
 
 def free_text(rng: random.Random) -> str:
-    """A question of random words, numbers, unknown words and punctuation, 1-24 words long."""
+    """A question of random words, numbers, unknown words and punctuation, 1-40 words long."""
     words = []
-    for _ in range(rng.randint(1, 24)):
+    for _ in range(rng.randint(1, 40)):
         roll = rng.random()
         if roll < 0.15:
             word = str(rng.randint(0, 9999))
