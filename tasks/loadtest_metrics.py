@@ -23,7 +23,7 @@ COALESCED_SHARE = 0.5  # more chunk gaps than this at 0 (same network read): per
 FORMULAS = {
     "ttft_ms": "first text chunk (reasoning or answer) - actual send",
     "ttfa_ms": "first answer chunk (after reasoning) - actual send",
-    "tpot_ms": "(last text chunk - first text chunk) / (usage.completion_tokens - 1), per request",
+    "tpot_ms": "(last choice event - first text chunk) / (usage.completion_tokens - 1), per request",
     "e2e_ms": "end of response (stream closed after [DONE]) - actual send",
     "ttft_from_intended_ms": "first text chunk - intended send (coordinated-omission-correct)",
     "e2e_from_intended_ms": "end of response - intended send (coordinated-omission-correct)",

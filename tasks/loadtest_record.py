@@ -5,7 +5,7 @@ event means. Every timestamp is on the run's clock, in seconds. Formulas (also i
 
 - TTFT  = first text chunk of any kind (reasoning or answer) - actual send
 - TTFA  = first answer chunk (after reasoning ends) - actual send
-- TPOT  = (last text chunk - first text chunk) / (output tokens - 1), output tokens from server usage
+- TPOT  = (last choice event - first text chunk) / (output tokens - 1), output tokens from server usage
 - E2E   = end of the response (stream closed after ``[DONE]``) - actual send
 - send lag = actual send - intended send; "from intended" latencies add it back (coordinated omission)
 """
@@ -36,7 +36,7 @@ class RequestRecord:
     deployment: str | None = None  # who served it (response header azureml-model-deployment)
     first_token_s: float | None = None
     first_answer_s: float | None = None
-    last_token_s: float | None = None
+    last_token_s: float | None = None  # the last event carrying a choice, text or not
     reasoning_chunks: int = 0
     answer_chunks: int = 0
     coalesced_chunks: int = 0  # text chunks that arrived in the same network read as the previous one
@@ -200,6 +200,7 @@ class StreamAccumulator:
     def _choice(self, now: float, choice: dict[str, Any]) -> None:
         rec = self.record
         rec.choice_events += 1
+        rec.last_token_s = now  # tokens that decode to no text (EOS under ignore_eos) still end the decode
         if choice.get("finish_reason"):
             rec.finish_reason = choice["finish_reason"]
         delta = choice.get("delta")
@@ -229,7 +230,6 @@ class StreamAccumulator:
         if self._last_read_s == now:
             rec.coalesced_chunks += 1
         self._last_read_s = now
-        rec.last_token_s = now
         rec.chunk_times_s.append(now)
 
     def finish(self, now: float) -> RequestRecord:

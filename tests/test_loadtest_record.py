@@ -99,3 +99,13 @@ def test_json_row_carries_every_derived_metric_in_ms():
     assert row["ttft_ms"] == 250.0 and row["tpot_ms"] == 250.0 and row["e2e_ms"] == 500.0
     assert row["send_lag_ms"] == 250.0
     assert row["ttft_from_intended_ms"] == 500.0 and row["e2e_from_intended_ms"] == 750.0
+
+
+def test_tokens_without_text_still_end_the_decode_for_tpot():
+    # ignore_eos: after the model's own end, tokens decode to "" but are still streamed and counted
+    rec = feed_all([(1.1, sse(completion("a"))), (1.2, sse(completion("b"))), (1.3, sse(completion(""))),
+                    (1.5, sse(completion(""))),
+                    (1.5, sse({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}) + sse("[DONE]"))],
+                   end=1.6)
+    assert (rec.text_chunks, rec.choice_events, rec.completion_tokens) == (2, 4, 4)
+    assert rec.tpot_s == pytest.approx((1.5 - 1.1) / 3) and rec.chunk_gaps_s == pytest.approx([0.1])

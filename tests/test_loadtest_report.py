@@ -26,7 +26,7 @@ def test_report_folder_holds_all_four_files_consistent_with_the_summary(tmp_path
     assert md == markdown(summary, INFO)
     assert "**SLO**: FAIL" in md and "error rate 3.33% > 1.00%" in md  # 1 of 30 measured failed
     assert "## Warnings" in md and "1 of 30 requests failed" in md
-    assert "| ttft_ms | 100.00 |" in md and "`tpot_ms` = (last text chunk" in md
+    assert "| ttft_ms | 100.00 |" in md and "`tpot_ms` = (last choice event" in md
 
 
 def test_a_run_where_everything_failed_still_reports(tmp_path):
