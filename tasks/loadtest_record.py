@@ -93,7 +93,9 @@ class RequestRecord:
     def multi_token_events(self) -> bool:
         """Clearly more server tokens than events: the server bundles several tokens per event."""
         gap = self.token_event_gap
-        return gap is not None and gap > EVENT_SLACK and self.completion_tokens >= MULTI_TOKEN_RATIO * self.choice_events
+        if gap is None or gap <= EVENT_SLACK:
+            return False
+        return self.completion_tokens >= MULTI_TOKEN_RATIO * self.choice_events
 
     @property
     def ttft_s(self) -> float | None:
