@@ -30,9 +30,13 @@ def test_blue_then_green_then_blue_then_noop(emulator, prefect_api, monkeypatch,
     assert [e["traffic"] for e in shifts] == [{"green": 25, "blue": 75}, {"green": 100, "blue": 0}]
     assert all(e["status"] == "ok" for e in shifts)
 
-    status, third = run_in_process(monkeypatch, {**env, "R1_ENVIRONMENT_VARIABLES": knobs(seed=4)})
+    # this time with a mirror phase first: 20 % of live traffic copied to blue while green serves
+    status, third = run_in_process(monkeypatch, {**env, "R1_ENVIRONMENT_VARIABLES": knobs(seed=4),
+                                                 "R1_MIRROR_PERCENT": "20"})
     assert status == "completed", third
     assert (third["new"], third["old"]) == ("blue", "green")
+    mirror = next(e for e in report(third)["events"] if e["step"] == "mirror")
+    assert mirror["status"] == "ok" and mirror["traffic"] == {"green": 100}
     assert live_deployments(ml, endpoint) == ({"blue": 100}, ["blue"])
 
     status, fourth = run_in_process(monkeypatch, {**env, "R1_ENVIRONMENT_VARIABLES": knobs(seed=4)})
