@@ -28,8 +28,13 @@ def prefect_api():
 
 @pytest.fixture(autouse=True)
 def _no_dotenv(monkeypatch, tmp_path):
-    """Run each test from a clean directory so a stray .env never changes its settings."""
+    """Run each test from a clean directory so a stray .env never changes its settings.
+
+    MLClient writes its cloud name into os.environ (AZUREML_CURRENT_CLOUD); a child process that
+    inherits an emulator's cloud name fails to import azure.ai.ml, so no test starts with one set.
+    """
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AZUREML_CURRENT_CLOUD", raising=False)
 
 
 # ---- emulator fixtures (docs/emulator.md) -------------------------------------------------------
