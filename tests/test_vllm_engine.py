@@ -143,6 +143,12 @@ def test_local_profile_renders_vllm_args_the_cpu_backend_accepts(monkeypatch):
     assert args[args.index("--reasoning-parser") + 1] == "deepseek_r1"
 
 
+def test_the_rollout_profile_carries_the_local_profile():
+    profile = (REPO_ROOT / "profiles" / "local-vllm.env").read_text().splitlines()
+    for name, value in vllm.LOCAL_PROFILE.items():
+        assert f"{name}={value}" in profile
+
+
 # ---- the real engine ----------------------------------------------------------------------------
 
 
