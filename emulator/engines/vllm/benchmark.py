@@ -30,9 +30,12 @@ def run_serve_benchmark(
     """Benchmark ``base_url`` with ``vllm bench serve`` ``args``; return the saved result JSON.
 
     ``args`` are the benchmark's own flags (``--endpoint``, ``--dataset-name``, ``--num-prompts``,
-    ``--max-concurrency``, ``--request-rate``, ``--header``...). ``env`` adds variables to the
-    benchmark's environment (which is offline, like the image), e.g. ``SSL_CERT_FILE`` for an HTTPS
-    target. Raises ``EngineNotBuilt`` without the engine, ``CalledProcessError`` if the run fails.
+    ``--max-concurrency``, ``--request-rate``...). ``env`` adds variables to the benchmark's
+    (offline) environment: ``SSL_CERT_FILE`` for the gateway's HTTPS, and ``OPENAI_API_KEY`` for
+    its auth, which the benchmark sends as ``Authorization: Bearer`` (a key kept out of argv and of
+    the result file, unlike ``--header``). Its ``/tokenize`` call sends no auth, so through the
+    gateway prompt alignment is skipped (it prints a warning). Raises ``EngineNotBuilt`` without
+    the engine, ``CalledProcessError`` if the run fails.
     """
     layout = ready_layout()
     result_file = result_file.resolve()
