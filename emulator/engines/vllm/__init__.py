@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from emulator.engines.vllm.layout import BUILD_COMMAND, EngineLayout, engine_layout
 
-__all__ = ["LOCAL_PROFILE", "EngineNotBuilt", "instance_command"]
+__all__ = ["IMAGE_ENV", "LOCAL_PROFILE", "EngineNotBuilt", "instance_command", "ready_layout"]
 
 # What the image sets with ENV: offline, no telemetry, and a small CPU KV cache (GiB). The
 # deployment's own variables win, as they do over an image's ENV on Azure.
