@@ -163,6 +163,7 @@ class StreamAccumulator:
         self._tail = ""  # last characters of inline text, to find a </think> split across chunks
         self._inline_close: int | None = None  # text chunk count when an inline </think> was seen
         self._last_read_s: float | None = None
+        self._first_event_s: float | None = None
 
     def feed(self, now: float, data: bytes) -> None:
         self._buffer = (self._buffer + data).replace(b"\r\n", b"\n")  # after joining: a CRLF may span reads
@@ -202,6 +203,8 @@ class StreamAccumulator:
     def _choice(self, now: float, choice: dict[str, Any]) -> None:
         rec = self.record
         rec.choice_events += 1
+        if self._first_event_s is None:
+            self._first_event_s = now
         rec.last_token_s = now  # tokens that decode to no text (EOS under ignore_eos) still end the decode
         if choice.get("finish_reason"):
             rec.finish_reason = choice["finish_reason"]
@@ -238,6 +241,9 @@ class StreamAccumulator:
         """Close the record at ``now``: an inline ``</think>`` re-splits reasoning and answer."""
         rec = self.record
         rec.end_s = now
+        if rec.first_token_s is None and rec.completion_tokens:
+            # every token decoded to no text (e.g. EOS repeated under ignore_eos): the first event is the first token
+            rec.first_token_s = self._first_event_s
         if self._inline_close is not None:
             # Chunks up to and including the one closing </think> were reasoning, not answer.
             rec.reasoning_chunks, rec.answer_chunks = self._inline_close, rec.answer_chunks - self._inline_close

@@ -109,3 +109,11 @@ def test_tokens_without_text_still_end_the_decode_for_tpot():
                    end=1.6)
     assert (rec.text_chunks, rec.choice_events, rec.completion_tokens) == (2, 4, 4)
     assert rec.tpot_s == pytest.approx((1.5 - 1.1) / 3) and rec.chunk_gaps_s == pytest.approx([0.1])
+
+
+def test_a_stream_whose_tokens_all_decode_to_no_text_still_has_ttft_and_tpot():
+    rec = feed_all([(1.2, sse(completion(""))), (1.3, sse(completion(""))), (1.4, sse(completion(""))),
+                    (1.4, sse({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 3}}) + sse("[DONE]"))],
+                   end=1.5)
+    assert rec.text_chunks == 0 and rec.ttft_s == pytest.approx(0.2) and rec.tpot_s == pytest.approx(0.1)
+    assert rec.ttfa_s is None
