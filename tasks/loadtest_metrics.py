@@ -21,11 +21,11 @@ LATE_SEND_P95_MS = 10.0  # send lag p95 above this: warn that the client or the 
 COALESCED_SHARE = 0.5  # more chunk gaps than this at 0 (same network read): per-chunk gaps are meaningless
 
 FORMULAS = {
-    "ttft_ms": "first text chunk (reasoning or answer) - actual send",
+    "ttft_ms": "first choice event (a token of any kind: reasoning, answer, or no text) - actual send",
     "ttfa_ms": "first answer chunk (after reasoning) - actual send",
-    "tpot_ms": "(last choice event - first text chunk) / (usage.completion_tokens - 1), per request",
+    "tpot_ms": "(last choice event - first choice event) / (usage.completion_tokens - 1), per request",
     "e2e_ms": "end of response (stream closed after [DONE]) - actual send",
-    "ttft_from_intended_ms": "first text chunk - intended send (coordinated-omission-correct)",
+    "ttft_from_intended_ms": "first choice event - intended send (coordinated-omission-correct)",
     "e2e_from_intended_ms": "end of response - intended send (coordinated-omission-correct)",
     "send_lag_ms": "actual send - intended send (open loop: schedule; closed loop: worker ready)",
     "chunk_gap_ms": "gap between consecutive text chunks, pooled over requests (timestamp per network read)",

@@ -3,9 +3,9 @@
 Pure: the client hands in (timestamp, raw bytes) per network read and this module decides what each
 event means. Every timestamp is on the run's clock, in seconds. Formulas (also in docs/loadtest.md):
 
-- TTFT  = first text chunk of any kind (reasoning or answer) - actual send
+- TTFT  = first streamed token of any kind (the first choice event, text or not) - actual send
 - TTFA  = first answer chunk (after reasoning ends) - actual send
-- TPOT  = (last choice event - first text chunk) / (output tokens - 1), output tokens from server usage
+- TPOT  = (last choice event - first choice event) / (output tokens - 1), output tokens from server usage
 - E2E   = end of the response (stream closed after ``[DONE]``) - actual send
 - send lag = actual send - intended send; "from intended" latencies add it back (coordinated omission)
 """
@@ -34,6 +34,7 @@ class RequestRecord:
     error: str | None = None  # error class: http_<code>, timeout, connect_error, read_error, stream_error, ...
     error_detail: str | None = None
     deployment: str | None = None  # who served it (response header azureml-model-deployment)
+    first_event_s: float | None = None  # the first event carrying a choice, text or not (vLLM bench's TTFT point)
     first_token_s: float | None = None
     first_answer_s: float | None = None
     last_token_s: float | None = None  # the last event carrying a choice, text or not
@@ -163,7 +164,6 @@ class StreamAccumulator:
         self._tail = ""  # last characters of inline text, to find a </think> split across chunks
         self._inline_close: int | None = None  # text chunk count when an inline </think> was seen
         self._last_read_s: float | None = None
-        self._first_event_s: float | None = None
 
     def feed(self, now: float, data: bytes) -> None:
         self._buffer = (self._buffer + data).replace(b"\r\n", b"\n")  # after joining: a CRLF may span reads
@@ -203,8 +203,8 @@ class StreamAccumulator:
     def _choice(self, now: float, choice: dict[str, Any]) -> None:
         rec = self.record
         rec.choice_events += 1
-        if self._first_event_s is None:
-            self._first_event_s = now
+        if rec.first_event_s is None:
+            rec.first_event_s = rec.first_token_s = now  # a token of any kind, even one without text
         rec.last_token_s = now  # tokens that decode to no text (EOS under ignore_eos) still end the decode
         if choice.get("finish_reason"):
             rec.finish_reason = choice["finish_reason"]
@@ -228,8 +228,6 @@ class StreamAccumulator:
 
     def _text(self, now: float, answer: bool) -> None:
         rec = self.record
-        if rec.first_token_s is None:
-            rec.first_token_s = now
         if answer and rec.first_answer_s is None:
             rec.first_answer_s = now
         if self._last_read_s == now:
@@ -241,9 +239,6 @@ class StreamAccumulator:
         """Close the record at ``now``: an inline ``</think>`` re-splits reasoning and answer."""
         rec = self.record
         rec.end_s = now
-        if rec.first_token_s is None and rec.completion_tokens:
-            # every token decoded to no text (e.g. EOS repeated under ignore_eos): the first event is the first token
-            rec.first_token_s = self._first_event_s
         if self._inline_close is not None:
             # Chunks up to and including the one closing </think> were reasoning, not answer.
             rec.reasoning_chunks, rec.answer_chunks = self._inline_close, rec.answer_chunks - self._inline_close

@@ -21,7 +21,7 @@ from tasks.slo import evaluate_by_deployment
 from tests.loadtest_support import Script, SseServer, StepClock, Write, chat_chunk, usage_chunk
 
 R1 = Script(writes=[
-    Write(0.250, [chat_chunk(content="")]),  # role chunk, no text: not the first token
+    Write(0.250, [chat_chunk(content="")]),  # role chunk, sent with the first token (as vLLM does)
     Write(0.000, [chat_chunk(reasoning="Two")]),
     Write(0.040, [chat_chunk(reasoning=" plus two")]),
     Write(0.060, [chat_chunk(content="Four")]),
@@ -41,7 +41,7 @@ async def test_each_metric_equals_its_hand_computed_value():
         run = await run_load(Target(server.base_url), LoadSpec(requests=2, model="m"), clock=clock)
     first, second = run.records
     assert first.ok and first.status == 200 and first.deployment == "green"
-    assert first.ttft_s == pytest.approx(0.250)  # role chunk and first reasoning arrive together
+    assert first.ttft_s == pytest.approx(0.250)
     assert first.ttfa_s == pytest.approx(0.350)
     assert first.tpot_s == pytest.approx((0.450 - 0.250) / (6 - 1))
     assert first.e2e_s == pytest.approx(0.458)

@@ -19,7 +19,7 @@ def completion(text: str) -> dict:
 
 def test_separated_reasoning_then_answer_gives_each_metric():
     rec = feed_all([
-        (1.2, sse(chat_chunk(content=""))),  # vLLM's role chunk: no text, not a token
+        (1.2, sse(chat_chunk(content=""))),  # vLLM sends its role chunk with the first token
         (1.3, sse(chat_chunk(reasoning="Hmm"))),
         (1.4, sse(chat_chunk(reasoning=" ok"))),
         (1.6, sse(chat_chunk(content="Yes"))),
@@ -28,8 +28,8 @@ def test_separated_reasoning_then_answer_gives_each_metric():
     ], end=1.8)
     assert rec.ok and rec.finish_reason == "stop"
     assert (rec.reasoning_chunks, rec.answer_chunks) == (2, 2)
-    assert rec.ttft_s == pytest.approx(0.3) and rec.ttfa_s == pytest.approx(0.6)
-    assert rec.tpot_s == pytest.approx((1.7 - 1.3) / (6 - 1))
+    assert rec.ttft_s == pytest.approx(0.2) and rec.ttfa_s == pytest.approx(0.6)
+    assert rec.tpot_s == pytest.approx((1.7 - 1.2) / (6 - 1))
     assert rec.e2e_s == pytest.approx(0.8)
     assert rec.chunk_gaps_s == pytest.approx([0.1, 0.2, 0.1])
     assert (rec.prompt_tokens, rec.output_tokens) == (9, 6)
