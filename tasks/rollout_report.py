@@ -84,7 +84,7 @@ def plot(records: list[RequestRecord], shares: list[tuple[float, float]], new: s
         ax2.step(xs, ys, where="post", label=f"{new} planned share")
     served = sorted(records, key=lambda r: r.sent_s)
     if served:
-        window = max(1, len(served) // 40)
+        window = min(len(served), max(5, len(served) // 20))  # smooth enough to read with few samples
         xs = [served[i].sent_s for i in range(window - 1, len(served))]
         ys = [100 * sum(r.deployment == new for r in served[i - window + 1 : i + 1]) / window
               for i in range(window - 1, len(served))]
