@@ -235,8 +235,10 @@ def mirror(r: Rollout, live: BackgroundLoad) -> None:
     set_traffic(r.ml, r.endpoint, traffic, {plan.new: s.mirror_percent})
     start = live.now()
     asyncio.run(asyncio.sleep(s.bake_seconds))
+    end = live.now()
     set_traffic(r.ml, r.endpoint, traffic, {})
-    verdicts = evaluate_by_deployment(live.records(), s.slo, (start, live.now()))
+    live.settle(end, s.request_timeout_ms / 1000)
+    verdicts = evaluate_by_deployment(live.records(), s.slo, (start, end))
     bad = {k: v for k, v in verdicts.items() if v.status == "fail"}
     r.timeline.add("mirror", "failed" if bad else "ok",
                    f"{s.mirror_percent} % mirrored to {plan.new} for {s.bake_seconds:g} s; "
@@ -287,10 +289,12 @@ def _bake(r: Rollout, live: BackgroundLoad) -> tuple[dict[str, Verdict], float]:
     start = live.now()
     asyncio.run(asyncio.sleep(s.bake_seconds))
     while True:
-        verdicts = evaluate_by_deployment(live.records(), s.slo, (start, live.now()))
+        end = live.now()
+        live.settle(end, s.request_timeout_ms / 1000)  # requests still in flight are judged too
+        verdicts = evaluate_by_deployment(live.records(), s.slo, (start, end))
         thin = verdicts.get(r.plan.new) is None or verdicts[r.plan.new].status == "inconclusive"
-        if not thin or live.now() - start >= s.bake_seconds * BAKE_EXTENSION:
-            return verdicts, live.now() - start
+        if not thin or end - start >= s.bake_seconds * BAKE_EXTENSION:
+            return verdicts, end - start
         asyncio.run(asyncio.sleep(min(1.0, s.bake_seconds / 2)))
 
 

@@ -212,13 +212,15 @@ async def run_load(
     clock: Clock = time.perf_counter,
     stop: asyncio.Event | None = None,
     on_record: Callable[[RequestRecord], None] | None = None,
+    on_send: Callable[[RequestRecord], None] | None = None,
     on_start: Callable[[float], None] | None = None,
     progress: Callable[[Progress, float], None] | None = None,
     progress_every_s: float = 2.0,
 ) -> LoadRun:
     """Run ``spec`` against ``target`` until its count/duration bound (or ``stop``) and return the records.
 
-    ``on_record`` sees each record as it completes (the live-traffic view uses it); ``on_start`` gets
+    ``on_record`` sees each record as it completes and ``on_send`` as it is created (the live-traffic
+    view uses both, to know what is still in flight); ``on_start`` gets
     the clock reading that is t=0 for every record; ``progress`` is
     called every ``progress_every_s`` with the counters and the elapsed seconds.
     """
@@ -245,6 +247,8 @@ async def run_load(
             record = RequestRecord(index=index, intended_s=intended, sent_s=intended, warmup=index < spec.warmup)
             run.records.append(record)
             counters.sent += 1
+            if on_send:
+                on_send(record)
             body = request_body(spec, index, run.model)
             async with pool.client() as client:
                 await send_one(client, target, spec, body, record, now)
@@ -340,6 +344,7 @@ class BackgroundLoad:
     def __init__(self, target: Target, spec: LoadSpec, clock: Clock = time.perf_counter):
         self.target, self.spec, self._clock = target, spec, clock
         self._completed: list[RequestRecord] = []
+        self._in_flight: dict[int, RequestRecord] = {}
         self._lock = threading.Lock()
         self._started = threading.Event()
         self._thread: threading.Thread | None = None
@@ -359,7 +364,7 @@ class BackgroundLoad:
         async def body() -> LoadRun:
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
             return await run_load(self.target, self.spec, clock=self._clock, stop=self._stop,
-                                  on_record=self._keep, on_start=self._on_start)
+                                  on_record=self._keep, on_send=self._sent, on_start=self._on_start)
 
         try:
             self._result = asyncio.run(body())
@@ -372,9 +377,29 @@ class BackgroundLoad:
         self._t0 = t0
         self._started.set()
 
+    def _sent(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._in_flight[record.index] = record
+
     def _keep(self, record: RequestRecord) -> None:
         with self._lock:
+            self._in_flight.pop(record.index, None)
             self._completed.append(record)
+
+    def settle(self, before: float, timeout_s: float, poll_s: float = 0.05) -> int:
+        """Wait until every request sent before ``before`` has completed (or ``timeout_s`` passed).
+
+        Judging a window only after this removes survivorship bias: slow requests still in flight at
+        the end of a bake would otherwise be left out and flatter the latency percentiles.
+        Returns how many are still in flight.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                pending = sum(1 for r in self._in_flight.values() if r.intended_s < before)
+            if not pending or time.monotonic() >= deadline or not (self._thread and self._thread.is_alive()):
+                return pending
+            time.sleep(poll_s)
 
     def now(self) -> float:
         """Seconds on the records' clock (records' ``sent_s`` are comparable to it)."""

@@ -247,3 +247,28 @@ async def test_https_with_the_emulators_ca_bundle_and_refused_without_it(tmp_pat
         untrusted = await run_load(Target(server.base_url), LoadSpec(requests=1, model="m"))
     assert trusted.records[0].ok
     assert untrusted.records[0].error == "connect_error" and len(server.served) == 1
+
+
+def test_settle_waits_for_requests_still_in_flight_so_slow_ones_are_judged():
+    """A window judged right at its end misses its slowest requests; after settle() none is missing."""
+
+    def script(i, body):
+        slow = i % 4 == 0  # every fourth request takes 0.4 s
+        return Script(writes=[Write(0.4 if slow else 0.005, [chat_chunk(content="x")]),
+                              Write(0.0, [usage_chunk(1, 2), "[DONE]"])])
+
+    with SseServer(script) as server:
+        bg = BackgroundLoad(Target(server.base_url), LoadSpec(rate=100.0, max_concurrency=16, duration_s=600,
+                                                              model="m"))
+        with bg:
+            start = bg.now()
+            while len(bg.records()) < 30:
+                time.sleep(0.02)
+            end = bg.now()
+            pending = bg.settle(end, timeout_s=30)
+            judged = [r for r in bg.records() if start <= r.sent_s < end]
+        run = bg.stop()
+    sent_in_window = [r for r in run.records if start <= r.sent_s < end]
+    assert pending == 0
+    assert {r.index for r in judged} == {r.index for r in sent_in_window}
+    assert any(r.ttft_s > 0.3 for r in judged)  # the slow ones are in the judged set
