@@ -297,8 +297,9 @@ class FakeEngine:
         for index, token in enumerate(completion.tokens):
             due = self._due(first, index)
             if due > self._clock():
-                await response.write(b"".join(pending))
-                pending.clear()
+                if index:  # like vLLM, the role chunk leaves with the first token, not before it
+                    await response.write(b"".join(pending))
+                    pending.clear()
                 await self._sleep_until(due)
             now = self._clock()
             if index == 0:
