@@ -62,6 +62,16 @@ def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"nothing listens on {port} after 30 s")
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def fake_engine(knobs: Mapping[str, str] | None = None, port: int | None = None) -> Iterator[EngineProcess]:
     """A fake engine process on a (free) loopback port, configured like a deployment's environment."""
@@ -74,9 +84,4 @@ def fake_engine(knobs: Mapping[str, str] | None = None, port: int | None = None)
         wait_listening(port, process)
         yield EngineProcess(f"http://127.0.0.1:{port}", process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=10)

@@ -197,7 +197,7 @@ def vllm_server(vllm_args: str = VLLM_ARGS, start_timeout_s: float = 300.0) -> I
     (``.venv/bin/python -m emulator.engines.vllm build``); ``EngineNotBuilt`` says so otherwise.
     """
     from emulator.engines.vllm import instance_command
-    from tests.fake_engine_process import free_port
+    from tests.fake_engine_process import free_port, stop_process
 
     port = free_port()
     argv, extra = instance_command(port, {"MODEL_NAME": VLLM_MODEL, "VLLM_ARGS": vllm_args})
@@ -211,12 +211,7 @@ def vllm_server(vllm_args: str = VLLM_ARGS, start_timeout_s: float = 300.0) -> I
             time.sleep(1)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s=30)
 
 
 def _healthy(port: int) -> bool:
