@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -234,7 +235,7 @@ def mirror(r: Rollout, live: BackgroundLoad) -> None:
     traffic = r.traffic()
     set_traffic(r.ml, r.endpoint, traffic, {plan.new: s.mirror_percent})
     start = live.now()
-    asyncio.run(asyncio.sleep(s.bake_seconds))
+    time.sleep(s.bake_seconds)
     end = live.now()
     set_traffic(r.ml, r.endpoint, traffic, {})
     live.settle(end, s.request_timeout_ms / 1000)
@@ -287,7 +288,7 @@ def _bake(r: Rollout, live: BackgroundLoad) -> tuple[dict[str, Verdict], float]:
     """Bake on live traffic; while the new colour has too few samples, keep baking (bounded), then judge."""
     s = r.settings
     start = live.now()
-    asyncio.run(asyncio.sleep(s.bake_seconds))
+    time.sleep(s.bake_seconds)
     while True:
         end = live.now()
         live.settle(end, s.request_timeout_ms / 1000)  # requests still in flight are judged too
@@ -295,7 +296,7 @@ def _bake(r: Rollout, live: BackgroundLoad) -> tuple[dict[str, Verdict], float]:
         thin = verdicts.get(r.plan.new) is None or verdicts[r.plan.new].status == "inconclusive"
         if not thin or end - start >= s.bake_seconds * BAKE_EXTENSION:
             return verdicts, end - start
-        asyncio.run(asyncio.sleep(min(1.0, s.bake_seconds / 2)))
+        time.sleep(min(1.0, s.bake_seconds / 2))
 
 
 @gate_step(name="shift")
