@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -19,9 +21,10 @@ import httpx
 from azure.core.credentials import AccessToken
 from pydantic import SecretStr
 
-from emulator import process
+from emulator import images as emulator_images, process
 from emulator.layout import StateDir
-from tasks.settings import Settings
+from tasks.azureml.image import ImageError, ImageSource, PrebuiltImages, is_pinned
+from tasks.settings import REPO_ROOT, Settings
 
 LOCAL_POLL_INTERVAL_S = 0.05
 _TOKEN_REFRESH_MARGIN_S = 300
@@ -126,7 +129,9 @@ def credential(settings: Settings):
 
 
 def scoring_ca(settings: Settings) -> str | bool:
-    """What httpx's ``verify=`` needs for scoring calls: the emulator's CA file, or True on Azure."""
+    """The CA scoring calls trust: the emulator's CA file, or True (the system store) on Azure.
+
+    ``tasks.loadtest.client.tls_context`` turns either into the ``ssl.SSLContext`` httpx takes."""
     return True if settings.target == "azure" else connection(settings).ca_cert
 
 
@@ -183,3 +188,36 @@ def prepare_target(settings: Settings) -> None:
     """Make the target reachable before any client is built: locally, start an emulator if none runs."""
     if settings.target == "local":
         ensure_emulator(settings)
+
+
+class EmulatorEngines:
+    """The emulator's "registry": its engines. A tag such as ``local/fake-engine:1`` is pinned to the digest
+    of the engine's own sources; the real vLLM engine's venv and tiny model are built (cached) on demand."""
+
+    def _engine(self, image: str) -> str:
+        try:
+            return emulator_images.engine_module(image)
+        except emulator_images.ImageError as err:
+            raise ImageError(str(err)) from None
+
+    def resolve(self, image: str) -> str:
+        module = self._engine(image)
+        if is_pinned(image):
+            return image
+        package = REPO_ROOT / Path(*module.split("."))
+        h = hashlib.sha256()
+        for f in sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in {".py", ".lock"}):
+            h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+        return f"{emulator_images.repository(image)}@sha256:{h.hexdigest()}"
+
+    def provide(self, image: str) -> str:
+        module = self._engine(image)
+        if module == "emulator.engines.vllm":
+            subprocess.run([sys.executable, "-m", module, "build"], cwd=REPO_ROOT, check=True, stdout=sys.stderr)
+            return f"local vLLM engine ready for {image}"
+        return f"local engine {module} serves {image}"
+
+
+def images(settings: Settings) -> ImageSource:
+    """Where the serving image comes from: the workspace registry on Azure, the emulator's engines locally."""
+    return PrebuiltImages() if settings.target == "azure" else EmulatorEngines()

@@ -6,16 +6,20 @@ environment variable, so a user can fix all of them in one go (see ``load_settin
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     Field,
     SecretStr,
+    StrictInt,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -23,7 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.skus import find_sku
+from tasks.plan.skus import find_sku
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "R1_"
@@ -62,13 +66,37 @@ DEFAULT_IMAGE = (
 )
 
 
+MAX_SHOWN_CHARS = 80  # an error line quotes at most this much of a value
+MAX_LINE_CHARS = 400  # and is cut here, whatever a message quoted
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut short: an error line must stay readable whatever was pasted into a variable."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN_CHARS else f"{text[:MAX_SHOWN_CHARS]}... ({len(text)} characters)"
+
+
+def _json(value: Any) -> Any:
+    """Decode a JSON setting ourselves, so malformed JSON is one clear line naming the variable, not a traceback."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as err:
+        raise ValueError(f"{shown(value)} is not valid JSON ({err.msg} at character {err.pos})") from None
+
+
+# A setting written as JSON in the environment or .env (a list or an object), decoded by ``_json``.
+Json = BeforeValidator(_json)
+
+
 def check_azure_name(value: str) -> str:
     """Azure's rule for endpoint and deployment names: 3-32 chars, a letter first, single dashes."""
     if not 3 <= len(value) <= 32:
-        raise ValueError(f"{value!r} must be 3-32 characters long")
-    if not AZURE_NAME.match(value) or value.endswith("-"):
+        raise ValueError(f"{shown(value)} must be 3-32 characters long")
+    if not AZURE_NAME.fullmatch(value) or value.endswith("-"):
         raise ValueError(
-            f"{value!r} must start with a letter and contain only letters, digits and single dashes"
+            f"{shown(value)} must start with a letter and contain only letters, digits and single dashes"
         )
     return value
 
@@ -82,7 +110,7 @@ class VllmEngineArgs(BaseModel):
     enforce_eager: bool = False
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
     reasoning_parser: Literal["deepseek_r1"] | None = "deepseek_r1"
-    extra_args: list[str] = Field(default_factory=list)
+    extra_args: Annotated[list[str], Json] = Field(default_factory=list)
 
     def to_cli(self, served_model_name: str | None = None) -> list[str]:
         """The argument list that ends up in ``$VLLM_ARGS``."""
@@ -125,7 +153,7 @@ class Probes(BaseModel):
 
 
 class Slo(BaseModel):
-    """Service-level objectives every gate judges against (pure function in ``tasks.slo``)."""
+    """Service-level objectives every gate judges against (pure function in ``tasks.loadtest.slo``)."""
 
     ttft_p95_ms: float = Field(3000.0, gt=0)
     tpot_p95_ms: float = Field(150.0, gt=0)
@@ -181,7 +209,7 @@ class Waiver(BaseModel):
     """An explicit, reasoned exception to one policy rule; an expired waiver is itself an error."""
 
     rule: str
-    reason: str = Field(min_length=3)
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3)]
     expires: date | None = None
 
 
@@ -195,13 +223,14 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        enable_decoding=False,  # JSON settings are decoded by ``_json``: bad JSON is a line, not a traceback
     )
 
     target: Literal["local", "azure"] = "local"
     subscription_id: str = "00000000-0000-0000-0000-000000000000"
     resource_group: str = "rg-r1"
     workspace: str = "ws-r1"
-    allowed_regions: list[str] = Field(default_factory=lambda: list(EUROPEAN_REGIONS))
+    allowed_regions: Annotated[list[str], Json] = Field(default_factory=lambda: list(EUROPEAN_REGIONS))
     region: str = "swedencentral"
     endpoint_name: str = "r1-prod"
     auth_mode: Literal["aad_token", "key", "aml_token"] = "aad_token"
@@ -219,10 +248,10 @@ class Settings(BaseSettings):
     instance_count: int = 1
     max_concurrent_requests_per_instance: int = Field(256, ge=1)  # = vllm.max_num_seqs
     request_timeout_ms: int = Field(84_000, ge=1)  # the planner's recommendation
-    traffic_steps: list[int] = Field(default_factory=lambda: [10, 50, 100])
+    traffic_steps: Annotated[list[StrictInt], Json] = Field(default_factory=lambda: [10, 50, 100])
     bake_seconds: float = Field(60.0, ge=0)
     mirror_percent: int = 0
-    environment_variables: dict[str, str] = Field(default_factory=dict)
+    environment_variables: Annotated[dict[str, str], Json] = Field(default_factory=dict)
     egress_public_network_access: Literal["enabled", "disabled"] = "disabled"
     public_network_access: Literal["enabled", "disabled"] = "disabled"
     app_insights_enabled: bool = False
@@ -233,7 +262,7 @@ class Settings(BaseSettings):
     approval_timeout_seconds: int = Field(3600, ge=1)
     emulator_state_dir: Path = REPO_ROOT / ".r1" / "emulator"
     reports_dir: Path = REPO_ROOT / "reports"
-    policy_waivers: list[Waiver] = Field(default_factory=list)
+    policy_waivers: Annotated[list[Waiver], Json] = Field(default_factory=list)
     hf_token: SecretStr | None = None  # only for model_supply=hub-at-start, which the gate flags
 
     vllm: VllmEngineArgs = VllmEngineArgs()
@@ -252,9 +281,9 @@ class Settings(BaseSettings):
     @classmethod
     def _asset(cls, v: str) -> str:
         v = v.removeprefix("azureml:")
-        if not MODEL_ASSET.match(v):
+        if not MODEL_ASSET.fullmatch(v):
             raise ValueError(
-                f"{v!r} must be <name>:<version> with an explicit version (a label such as @latest "
+                f"{shown(v)} must be <name>:<version> with an explicit version (a label such as @latest "
                 "makes the SDK resolve it with extra calls and can change under a running rollout)"
             )
         return v
@@ -263,14 +292,14 @@ class Settings(BaseSettings):
     @classmethod
     def _mount(cls, v: str) -> str:
         if not v.startswith("/"):
-            raise ValueError(f"{v!r} must be an absolute path inside the container")
+            raise ValueError(f"{shown(v)} must be an absolute path inside the container")
         return v
 
     @field_validator("image", "base_image")
     @classmethod
     def _image_ref(cls, v: str) -> str:
         if not v or any(c.isspace() for c in v):
-            raise ValueError(f"{v!r} is not an image reference")
+            raise ValueError(f"{shown(v)} is not an image reference")
         return v
 
     @field_validator("environment_variables")
@@ -300,11 +329,11 @@ class Settings(BaseSettings):
         if not v:
             raise ValueError("needs at least one step")
         if any(s <= 0 or s > 100 for s in v):
-            raise ValueError(f"{v}: each step must be within 1-100")
+            raise ValueError(f"{shown(v)}: each step must be within 1-100")
         if any(b <= a for a, b in zip(v, v[1:])):
-            raise ValueError(f"{v} must be strictly increasing")
+            raise ValueError(f"{shown(v)} must be strictly increasing")
         if v[-1] != 100:
-            raise ValueError(f"{v} must end at 100")
+            raise ValueError(f"{shown(v)} must end at 100")
         return v
 
     @field_validator("mirror_percent")
@@ -326,7 +355,7 @@ class Settings(BaseSettings):
     def _sku(cls, v: str) -> str:
         sku = find_sku(v)
         if sku is None:
-            raise ValueError(f"{v!r} is not a known GPU SKU for managed online endpoints")
+            raise ValueError(f"{shown(v)} is not a known GPU SKU for managed online endpoints")
         return sku.name
 
     @field_validator("allowed_regions")
@@ -341,7 +370,7 @@ class Settings(BaseSettings):
     def _region_allowed(cls, v: str, info: ValidationInfo) -> str:
         allowed = info.data.get("allowed_regions")
         if allowed is not None and v.lower() not in allowed:
-            raise ValueError(f"{v!r} is not in R1_ALLOWED_REGIONS {allowed}")
+            raise ValueError(f"{shown(v)} is not in R1_ALLOWED_REGIONS {allowed}")
         return v.lower()
 
     @property
@@ -369,7 +398,8 @@ def describe_validation_error(err: ValidationError) -> list[str]:
     for e in err.errors(include_input=False, include_url=False):
         msg = e["msg"].removeprefix("Value error, ")
         name = env_var_name(e["loc"]) if e["loc"] else "settings"
-        lines.append(f"{name}: {msg}")
+        line = f"{name}: {msg}"
+        lines.append(line if len(line) <= MAX_LINE_CHARS else line[:MAX_LINE_CHARS] + "... (cut)")
     return lines
 
 

@@ -1,6 +1,6 @@
 """The async load generator: closed or open loop over httpx, one ``RequestRecord`` per request.
 
-Open loop sends on a schedule fixed before the run (``tasks.loadtest_schedule``); a request that
+Open loop sends on a schedule fixed before the run (``tasks.loadtest.schedule``); a request that
 goes out late (busy client, concurrency cap) keeps its intended time, so its lateness is measured
 rather than hidden. Timestamps come from one monotonic clock (injectable for tests), relative to
 the run's start, and are taken once per network read.
@@ -23,11 +23,10 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from tasks.loadtest_record import RequestRecord, StreamAccumulator
-from tasks.loadtest_schedule import arrival_offsets
-from tasks.loadtest_spec import LoadSpec, endpoint_path, request_body
-from tasks.scoring_auth import BearerProvider
-from tasks.smoke import DEPLOYMENT_HEADER
+from tasks.loadtest.record import RequestRecord, StreamAccumulator
+from tasks.loadtest.schedule import arrival_offsets
+from tasks.loadtest.spec import LoadSpec, endpoint_path, request_body
+from tasks.azureml.scoring import DEPLOYMENT_HEADER, BearerProvider
 
 Clock = Callable[[], float]
 SPIN_S = 0.0015  # sleep until this close to an intended time, then yield-spin: asyncio timers are ms-coarse
@@ -35,7 +34,7 @@ STOP_CHECK_S = 0.25  # a long wait between arrivals still notices a stop this of
 
 
 @dataclass(frozen=True)
-class Target:
+class Destination:
     """Where to send: a server root (``{base}/v1/...``), its auth, and optionally one deployment."""
 
     base_url: str
@@ -44,7 +43,7 @@ class Target:
     verify: bool | str | os.PathLike = True  # True, False, or a CA bundle path (the emulator's CA)
 
     def __repr__(self) -> str:  # never show the key, even by accident
-        return f"Target(base_url={self.base_url!r}, deployment={self.deployment!r})"
+        return f"Destination(base_url={self.base_url!r}, deployment={self.deployment!r})"
 
     def headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
@@ -60,13 +59,18 @@ class Target:
 
     def ssl_context(self) -> ssl.SSLContext:
         """Built once per run: httpx would otherwise load the CA bundle for every new client (~20 ms)."""
-        if not isinstance(self.verify, bool):
-            return ssl.create_default_context(cafile=os.fspath(self.verify))
-        if self.verify:
-            return httpx.create_ssl_context()
-        context = ssl.create_default_context()
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        return context
+        return tls_context(self.verify)
+
+
+def tls_context(verify: bool | str | os.PathLike = True) -> ssl.SSLContext:
+    """What httpx's ``verify=`` takes for True, False or a CA bundle path (httpx 0.28 deprecates a path)."""
+    if not isinstance(verify, bool):
+        return ssl.create_default_context(cafile=os.fspath(verify))
+    if verify:
+        return httpx.create_ssl_context()
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
 
 
 @dataclass
@@ -97,9 +101,9 @@ class ClientPool:
     that work disappears (measured: ~25 % less client CPU per request at concurrency 8).
     """
 
-    def __init__(self, target: Target, spec: LoadSpec):
+    def __init__(self, dest: Destination, spec: LoadSpec):
         self._spec = spec
-        self._verify = target.ssl_context()  # one context (and CA file read) for all clients
+        self._verify = dest.ssl_context()  # one context (and CA file read) for all clients
         self._idle: list[httpx.AsyncClient] = []
         self._all: list[httpx.AsyncClient] = []
 
@@ -126,28 +130,28 @@ class ClientPool:
             await client.aclose()
 
 
-async def discover_model(client: httpx.AsyncClient, target: Target) -> str | None:
+async def discover_model(client: httpx.AsyncClient, dest: Destination) -> str | None:
     """The first served model id from ``{base}/v1/models``; None when the server does not say."""
     try:
-        response = await client.get(target.url("/v1/models"), headers=target.headers())
+        response = await client.get(dest.url("/v1/models"), headers=dest.headers())
         return response.json()["data"][0]["id"] if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
         return None
 
 
 async def send_one(
-    client: httpx.AsyncClient, target: Target, spec: LoadSpec, body: bytes, record: RequestRecord, now: Clock
+    client: httpx.AsyncClient, dest: Destination, spec: LoadSpec, body: bytes, record: RequestRecord, now: Clock
 ) -> RequestRecord:
     """Send one request and measure it into ``record`` (errors become an error class, never raise)."""
     try:
-        headers = target.headers()
+        headers = dest.headers()
     except Exception as err:  # a token provider failed: only the type is kept, its message may hold a secret
         record.sent_s = record.end_s = now()
         record.error, record.error_detail = "auth_error", type(err).__name__
         return record
     record.sent_s = now()
     try:
-        async with client.stream("POST", target.url(endpoint_path(spec)), content=body, headers=headers) as resp:
+        async with client.stream("POST", dest.url(endpoint_path(spec)), content=body, headers=headers) as resp:
             record.status = resp.status_code
             record.deployment = resp.headers.get(DEPLOYMENT_HEADER)
             if resp.status_code != 200:
@@ -206,7 +210,7 @@ def _error_class(err: httpx.HTTPError) -> str:
 
 
 async def run_load(
-    target: Target,
+    dest: Destination,
     spec: LoadSpec,
     *,
     clock: Clock = time.perf_counter,
@@ -217,14 +221,14 @@ async def run_load(
     progress: Callable[[Progress, float], None] | None = None,
     progress_every_s: float = 2.0,
 ) -> LoadRun:
-    """Run ``spec`` against ``target`` until its count/duration bound (or ``stop``) and return the records.
+    """Run ``spec`` against ``dest`` until its count/duration bound (or ``stop``) and return the records.
 
     ``on_record`` sees each record as it completes and ``on_send`` as it is created (the live-traffic
     view uses both, to know what is still in flight); ``on_start`` gets
     the clock reading that is t=0 for every record; ``progress`` is
     called every ``progress_every_s`` with the counters and the elapsed seconds.
     """
-    pool = ClientPool(target, spec)
+    pool = ClientPool(dest, spec)
     stop = stop or asyncio.Event()
     run = LoadRun(spec=spec, started_at=datetime.now(UTC).isoformat(timespec="milliseconds"))
     counters = Progress()
@@ -235,7 +239,7 @@ async def run_load(
 
     try:
         async with pool.client() as client:  # the first client pays httpx's lazy imports here
-            run.model = spec.model or await discover_model(client, target)
+            run.model = spec.model or await discover_model(client, dest)
         request_body(spec, 0, run.model)  # loads the prompt set now, not during the first send
         schedule = arrival_offsets(spec.rate, spec.arrival, count=spec.total_requests, duration_s=spec.duration_s,
                                    burstiness=spec.burstiness, seed=spec.seed) if spec.open_loop else []
@@ -251,7 +255,7 @@ async def run_load(
                 on_send(record)
             body = request_body(spec, index, run.model)
             async with pool.client() as client:
-                await send_one(client, target, spec, body, record, now)
+                await send_one(client, dest, spec, body, record, now)
             counters.done += 1
             counters.failed += not record.ok
             if on_record:
@@ -337,12 +341,12 @@ class BackgroundLoad:
     """Live traffic for a bake: an open- or closed-loop load on its own thread until ``stop()``.
 
     ``now()`` reads the records' clock, so a caller can mark a window (``start = bg.now()`` ... ) and
-    judge ``bg.records()`` in it, per deployment, with ``tasks.slo``. The spec's bound still applies
+    judge ``bg.records()`` in it, per deployment, with ``tasks.loadtest.slo``. The spec's bound still applies
     (give a duration longer than the bake); ``stop()`` ends the load sooner.
     """
 
-    def __init__(self, target: Target, spec: LoadSpec, clock: Clock = time.perf_counter):
-        self.target, self.spec, self._clock = target, spec, clock
+    def __init__(self, dest: Destination, spec: LoadSpec, clock: Clock = time.perf_counter):
+        self.dest, self.spec, self._clock = dest, spec, clock
         self._completed: list[RequestRecord] = []
         self._in_flight: dict[int, RequestRecord] = {}
         self._lock = threading.Lock()
@@ -363,7 +367,7 @@ class BackgroundLoad:
     def _main(self) -> None:
         async def body() -> LoadRun:
             self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-            return await run_load(self.target, self.spec, clock=self._clock, stop=self._stop,
+            return await run_load(self.dest, self.spec, clock=self._clock, stop=self._stop,
                                   on_record=self._keep, on_send=self._sent, on_start=self._on_start)
 
         try:

@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from tasks.loadtest_record import RequestRecord
+from tasks.loadtest.record import RequestRecord
 from tasks.settings import Slo
 
 Status = Literal["pass", "fail", "inconclusive"]

@@ -16,9 +16,9 @@ from typing import Any
 from azure.ai.ml.entities import ManagedOnlineDeployment
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from tasks.reconcile import SPEC_HASH_TAG
+from tasks.rollout.reconcile import SPEC_HASH_TAG
 from tasks.settings import Settings
-from tasks.specs import build_deployment, deployment_dict
+from tasks.plan.specs import build_deployment, deployment_dict
 
 TERMINAL_OK = "succeeded"
 TERMINAL_FAILED = ("failed", "canceled")

@@ -1,6 +1,6 @@
 """Endpoint operations through azure-ai-ml, always read-modify-write.
 
-The SDK's endpoint update is a full PUT (contract G9): building a fresh entity would silently reset
+The SDK's endpoint update is a full PUT, not a PATCH: building a fresh entity would silently reset
 traffic, mirror traffic, tags and network settings. Every change here starts from a GET.
 """
 
@@ -11,10 +11,10 @@ from typing import Any
 from azure.ai.ml.entities import ManagedOnlineEndpoint
 from azure.core.exceptions import ResourceNotFoundError
 
-from tasks.deployment import state_name
-from tasks.reconcile import SPEC_HASH_TAG, LiveDeployment, LiveState
+from tasks.azureml.deployment import state_name
+from tasks.rollout.reconcile import SPEC_HASH_TAG, LiveDeployment, LiveState
 from tasks.settings import Settings
-from tasks.specs import build_endpoint
+from tasks.plan.specs import build_endpoint
 
 SCORING_SUFFIX = "/score"
 

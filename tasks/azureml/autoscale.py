@@ -2,7 +2,8 @@
 
 Scale out on GPU utilisation or on p95 request latency, scale in only when the GPU is idle; the
 setting targets the deployment's ARM id, as Azure ML's autoscale guide does. ``enabled=True`` is
-always sent: azure-mgmt-monitor defaults it to False (contract G12).
+always sent: azure-mgmt-monitor defaults ``enabled`` to False in both ``AutoscaleSettingResource``
+and ``AutoscaleSettingResourcePatch``, so a setting built without it would be sent disabled.
 """
 
 from __future__ import annotations

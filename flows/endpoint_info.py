@@ -1,6 +1,6 @@
 """Print how to call the endpoint the settings name: its scoring URL, traffic, and a working snippet.
 
-    python -m tasks.endpoint_info
+    python -m flows.endpoint_info
 
 Credentials are never printed: the snippet fetches them through the same client factory the flows use.
 """
@@ -12,21 +12,22 @@ import sys
 
 from tasks import clients
 from tasks.cli import EXIT_FAILED, EXIT_OK, run_cli
-from tasks.endpoint import get_endpoint, scoring_base
+from tasks.azureml.endpoint import get_endpoint, scoring_base
 from tasks.settings import load_settings
 
 SNIPPET = '''\
 from openai import OpenAI
 import httpx
 from tasks import clients
-from tasks.scoring_auth import scoring_bearer
+from tasks.azureml.scoring import scoring_bearer
+from tasks.loadtest.client import tls_context
 from tasks.settings import load_settings
 
 settings = load_settings()
 ml = clients.ml_client(settings)
 bearer = scoring_bearer(lambda: ml.online_endpoints.get_keys(settings.endpoint_name))
 client = OpenAI(base_url="{base}/v1", api_key=bearer().get_secret_value(),
-                http_client=httpx.Client(verify=clients.scoring_ca(settings)))
+                http_client=httpx.Client(verify=tls_context(clients.scoring_ca(settings))))
 stream = client.chat.completions.create(model=settings.model_id, stream=True, max_tokens=200,
     messages=[{{"role": "user", "content": "Which is better, summer or winter?"}}])
 for chunk in stream:

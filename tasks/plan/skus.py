@@ -1,7 +1,8 @@
-"""Azure ML managed online endpoint GPU SKUs: the one table both the planner and the emulator read.
+"""Azure ML managed online endpoint GPU SKUs, as the settings check and the capacity planner read them.
 
-Source: reference-managed-online-endpoints-vm-sku-list and the Azure compute size pages
-(see docs/azure-facts.md). ``cores`` is the vCPU count that Azure's regional quota counts.
+Source: Azure ML's "managed online endpoints SKU list" and the Azure compute size pages.
+``cores`` is the vCPU count that Azure's regional quota counts. The emulator keeps its own copy
+(``emulator/skus.py``) so the two cannot share a mistake; ``tests/test_skus_agree.py`` compares them.
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 The rollout and the ``loadtest`` flow use these names (stable):
 
-- ``Target``, ``LoadSpec``: where to send (base URL, key or token provider, deployment header, CA)
+- ``Destination``, ``LoadSpec``: where to send (base URL, key or token provider, deployment header, CA)
   and how hard (closed/open loop, bounds, prompts, output length).
-- ``run_load(target, spec, ...) -> LoadRun``: async, returns one ``RequestRecord`` per request.
-- ``BackgroundLoad(target, spec)``: live traffic on a thread for a bake; ``now()``, ``records()``, ``stop()``.
-- ``summarise(records, slo, ...)`` and ``tasks.slo.evaluate / evaluate_by_deployment``.
-- Prefect tasks ``run_loadtest`` and ``report_loadtest``; ``build_target`` / ``build_spec`` validate input.
+- ``run_load(dest, spec, ...) -> LoadRun``: async, returns one ``RequestRecord`` per request.
+- ``BackgroundLoad(dest, spec)``: live traffic on a thread for a bake; ``now()``, ``records()``, ``stop()``.
+- ``summarise(records, slo, ...)`` and ``tasks.loadtest.slo.evaluate / evaluate_by_deployment``.
+- Prefect tasks ``run_loadtest`` and ``report_loadtest``; ``build_destination`` / ``build_spec`` validate input.
 """
 
 from __future__ import annotations
@@ -24,23 +24,23 @@ from prefect.exceptions import MissingContextError
 from pydantic import SecretStr, ValidationError
 
 from tasks.cli import InputError
-from tasks.loadtest_client import BackgroundLoad, LoadRun, Progress, Target, run_load
-from tasks.loadtest_metrics import summarise
-from tasks.loadtest_record import RequestRecord
-from tasks.loadtest_report import write_report
-from tasks.loadtest_spec import LoadSpec
+from tasks.loadtest.client import BackgroundLoad, LoadRun, Progress, Destination, run_load
+from tasks.loadtest.metrics import summarise
+from tasks.loadtest.record import RequestRecord
+from tasks.loadtest.report import write_report
+from tasks.loadtest.spec import LoadSpec
 from tasks.settings import Slo
-from tasks.slo import Verdict, evaluate, evaluate_by_deployment
+from tasks.loadtest.slo import Verdict, evaluate, evaluate_by_deployment
 
 __all__ = [
-    "BackgroundLoad", "LoadRun", "LoadSpec", "RequestRecord", "Target", "Verdict", "build_spec", "build_target",
+    "BackgroundLoad", "LoadRun", "LoadSpec", "RequestRecord", "Destination", "Verdict", "build_spec", "build_destination",
     "evaluate", "evaluate_by_deployment", "report_loadtest", "run_info", "run_load", "run_loadtest", "summarise",
 ]
 
 
-def build_target(base_url: str, api_key_env: str | None = None, deployment: str | None = None,
-                 ca_bundle: str | None = None, environ: dict[str, str] | None = None) -> Target:
-    """A ``Target`` from user input; every problem is reported at once as an ``InputError``."""
+def build_destination(base_url: str, api_key_env: str | None = None, deployment: str | None = None,
+                 ca_bundle: str | None = None, environ: dict[str, str] | None = None) -> Destination:
+    """A ``Destination`` from user input; every problem is reported at once as an ``InputError``."""
     environ = os.environ if environ is None else environ
     problems = []
     parsed = urlparse(base_url)
@@ -56,7 +56,7 @@ def build_target(base_url: str, api_key_env: str | None = None, deployment: str 
         problems.append(f"--ca-bundle {ca_bundle!r} is not a file")
     if problems:
         raise InputError("; ".join(problems))
-    return Target(base_url=base_url, auth=key, deployment=deployment or None, verify=ca_bundle or True)
+    return Destination(base_url=base_url, auth=key, deployment=deployment or None, verify=ca_bundle or True)
 
 
 def build_spec(**fields: Any) -> LoadSpec:
@@ -77,7 +77,7 @@ def _flag(loc: tuple) -> str:
     return "--" + name.replace("_", "-") + ": "
 
 
-def run_info(target: Target, run: LoadRun) -> dict[str, Any]:
+def run_info(dest: Destination, run: LoadRun) -> dict[str, Any]:
     """What was run, for the report header (no credentials)."""
     spec = run.spec
     if spec.open_loop:
@@ -87,7 +87,7 @@ def run_info(target: Target, run: LoadRun) -> dict[str, Any]:
     else:
         mode = f"closed loop, concurrency {spec.concurrency}"
     return {
-        "started_at": run.started_at, "base_url": target.base_url, "deployment": target.deployment,
+        "started_at": run.started_at, "base_url": dest.base_url, "deployment": dest.deployment,
         "api": spec.api, "mode": mode, "requests": spec.requests, "duration_s": spec.duration_s,
         "warmup": spec.warmup, "stream": spec.stream, "max_tokens": spec.max_tokens,
         "ignore_eos": spec.ignore_eos,
@@ -104,21 +104,21 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 
 
 @task(name="load-test", cache_policy=NO_CACHE)
-async def run_loadtest(target: Target, spec: LoadSpec) -> LoadRun:
+async def run_loadtest(dest: Destination, spec: LoadSpec) -> LoadRun:
     """Run the load with a progress line every 2 s (to the log, never stdout)."""
     log = _logger()
 
     def progress(p: Progress, elapsed: float) -> None:
         log.info("load test: %d sent, %d done, %d failed, %.1f s", p.sent, p.done, p.failed, elapsed)
 
-    return await run_load(target, spec, progress=progress)
+    return await run_load(dest, spec, progress=progress)
 
 
 @task(name="load-test-report", cache_policy=NO_CACHE)
-def report_loadtest(target: Target, run: LoadRun, slo: Slo | None, reports_dir: Path) -> dict[str, Any]:
+def report_loadtest(dest: Destination, run: LoadRun, slo: Slo | None, reports_dir: Path) -> dict[str, Any]:
     """Summarise, judge against ``slo`` and write the report; returns the summary with ``report_dir``."""
     summary = summarise(run.records, slo, open_loop=run.spec.open_loop, target_rate=run.spec.rate)
-    info = run_info(target, run)
+    info = run_info(dest, run)
     folder = write_report(run.records, summary, info, reports_dir)
     for warning in summary["warnings"]:
         _logger().warning("load test: %s", warning)

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
-from tasks.scoring_auth import BearerProvider
+from tasks.azureml.scoring import DEPLOYMENT_HEADER, BearerProvider
+from tasks.loadtest.client import tls_context
 
-DEPLOYMENT_HEADER = "azureml-model-deployment"
 SMOKE_PROMPTS = (
     "Which is better, summer or winter?",
     "What is 17 times 3?",
@@ -67,7 +67,7 @@ def run_smoke(
 ) -> SmokeResult:
     """POST each smoke prompt to ``{scoring_base}/v1/chat/completions`` aimed at ``deployment``."""
     result = SmokeResult(deployment, passed=True)
-    with httpx.Client(verify=verify, timeout=timeout_s) as client:
+    with httpx.Client(verify=tls_context(verify), timeout=timeout_s) as client:
         for prompt in SMOKE_PROMPTS:
             response = client.post(
                 f"{scoring_base.rstrip('/')}/v1/chat/completions",

@@ -150,7 +150,7 @@ def render_dockerfile(settings: Settings) -> str:
         else ""
     )
     return (
-        "# Rendered from settings by tasks/specs.py (python -m flows.plan); do not edit by hand.\n"
+        "# Rendered from settings by tasks/plan/specs.py (python -m flows.plan); do not edit by hand.\n"
         f"FROM {settings.base_image}\n"
         f"ENV {env}\n"
         f"RUN useradd --uid {CONTAINER_UID} --create-home --home-dir {home} vllm \\\n"

@@ -4,13 +4,23 @@ grows (a killed run still leaves its story), then a markdown report, a JSON file
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from tasks.loadtest_record import RequestRecord
+from tasks.loadtest.record import RequestRecord
 from tasks.reports import publish_markdown, publish_table, write_json, write_text
+
+
+class StepLike(Protocol):
+    step: str
+    status: str
+    detail: str
+    traffic: dict[str, int]
+    verdict: dict[str, Any] | None
+    evidence: dict[str, Any]
 
 
 @dataclass
@@ -37,6 +47,11 @@ class Timeline:
         self.events.append(event)
         self.save()
         return event
+
+    def record(self, result: StepLike) -> Event:
+        """One step's result as a timeline line; its evidence (smoke checks, logs, ...) goes into the record."""
+        self.extra.update(result.evidence)
+        return self.add(result.step, result.status, result.detail, result.traffic, result.verdict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "events": [asdict(e) for e in self.events], **self.extra}
@@ -114,3 +129,12 @@ def publish(timeline: Timeline, outcome: str, reason: str) -> str:
         description="Rollout timeline",
     )
     return text
+
+
+def recorded_outcome(reports_dir: Path, run_id: str) -> dict[str, Any] | None:
+    """What a run's own report says happened (outcome, reason, report_dir), for when Prefect's state lost it."""
+    for path in sorted(reports_dir.glob(f"rollout-*-{run_id}/rollout.json")) if run_id else []:
+        record = json.loads(path.read_text())
+        if record.get("outcome"):
+            return {"outcome": record["outcome"], "reason": record.get("reason", ""), "report_dir": str(path.parent)}
+    return None

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from tasks.policy_bundle import SpecBundle, flag_values
+from tasks.policy.bundle import SpecBundle, flag_values
 from tasks.settings import MAX_REQUEST_TIMEOUT_MS
 
 Category = Literal[

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from datetime import date
 
-from tasks.policy_bundle import SpecBundle
-from tasks.policy_rules import RULES, RULES_BY_ID
+from tasks.policy.bundle import SpecBundle
+from tasks.policy.rules import RULES, RULES_BY_ID
 from tasks.settings import SettingsError, Waiver
 
 WAIVER_EXPIRED = "waiver-expired"

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.loadtest_record import RequestRecord
+from tasks.loadtest.record import RequestRecord
 from tasks.settings import Slo
-from tasks.slo import evaluate, is_good
+from tasks.loadtest.slo import evaluate, is_good
 
 PERCENTILES = (50, 90, 95, 99)
 SHORT_RATE_THRESHOLD = 0.05  # achieved offered rate below the schedule's by more than this: warn

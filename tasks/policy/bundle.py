@@ -1,6 +1,6 @@
 """The policy gate's input: one normalized "spec bundle", from our settings or from a user's files.
 
-Both paths go through the same azure-ai-ml entities (ours from ``tasks.specs``, a user's from the SDK's
+Both paths go through the same azure-ai-ml entities (ours from ``tasks.plan.specs``, a user's from the SDK's
 own YAML loaders) and the same Dockerfile reading, so every rule judges both alike. The bundle also
 carries what the container will actually run: the Dockerfile's command with the deployment's
 environment variables substituted, and the vLLM arguments found in it.
@@ -17,14 +17,14 @@ from pathlib import Path
 from azure.ai.ml import load_online_deployment, load_online_endpoint
 from azure.ai.ml.entities import Environment, ManagedOnlineDeployment, ManagedOnlineEndpoint
 
-from tasks.capacity import CapacityPlan, EngineShape, plan_capacity
+from tasks.plan.capacity import CapacityPlan, EngineShape, plan_capacity
 from tasks.cli import InputError
-from tasks.model_arch import ModelArch, ModelConfigError, built_in_arch, load_arch
+from tasks.plan.model_arch import ModelArch, ModelConfigError, built_in_arch, load_arch
 from tasks.settings import Settings, SettingsError
-from tasks.skus import find_sku
-from tasks.specs import RENDERED_DEPLOYMENT_NAME, build_deployment, build_endpoint, render_dockerfile
+from tasks.plan.skus import find_sku
+from tasks.plan.specs import RENDERED_DEPLOYMENT_NAME, build_deployment, build_endpoint, render_dockerfile
 
-# What Azure ML does when a YAML leaves a field out (reference-yaml-*-online.md).
+# What Azure ML does when a YAML leaves a field out (its online endpoint and deployment YAML reference).
 AZURE_DEFAULT_AUTH_MODE = "key"
 AZURE_DEFAULT_NETWORK_ACCESS = "enabled"
 AZURE_DEFAULT_MAX_CONCURRENT = 1

@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import SecretStr
 
 BearerProvider = Callable[[], SecretStr]
+# Azure ML routes a scoring request to the deployment this header names, and names the one that served it.
+DEPLOYMENT_HEADER = "azureml-model-deployment"
 REFRESH_MARGIN_S = 120.0
 
 

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from tasks.loadtest_schedule import Arrival
+from tasks.loadtest.schedule import Arrival
 
 PROMPTS_FILE = Path(__file__).with_name("prompts") / "prompts.jsonl"
 WORDS = (

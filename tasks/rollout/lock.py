@@ -67,3 +67,23 @@ def blocking_holder(tags: dict[str, str], mine: Holder, now: float | None = None
     if holder is None or holder.run == mine.run or is_stale(holder, now, alive):
         return None
     return holder
+
+
+def acquire(tags: dict[str, str], mine: Holder, now: float | None = None, alive=_alive) -> str:
+    """The lease value to write into the endpoint's tags, or ``RolloutLocked`` naming the live holder."""
+    holder = blocking_holder(tags, mine, now, alive)
+    if holder:
+        raise RolloutLocked(f"rollout {holder.run} on {holder.host} (pid {holder.pid}) holds the endpoint")
+    return mine.encode()
+
+
+def confirm(tags: dict[str, str], mine: Holder, now: float | None = None, alive=_alive) -> None:
+    """After writing our lease, re-read: another rollout that wrote between our read and write wins."""
+    holder = blocking_holder(tags, mine, now, alive)
+    if holder:
+        raise RolloutLocked(f"rollout {holder.run} took the endpoint first")
+
+
+def releasable(tags: dict[str, str], mine: Holder, now: float | None = None, alive=_alive) -> bool:
+    """A lease is ours to remove when it is ours or stale; another live rollout's lease is left alone."""
+    return LOCK_TAG in tags and blocking_holder(tags, mine, now, alive) is None

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-from tasks.loadtest_metrics import PERCENTILES
-from tasks.loadtest_record import RequestRecord
+from tasks.loadtest.metrics import PERCENTILES
+from tasks.loadtest.record import RequestRecord
 from tasks.reports import publish_markdown, publish_table, write_json, write_text
 
 LATENCIES = ("ttft_ms", "ttfa_ms", "tpot_ms", "e2e_ms", "ttft_from_intended_ms", "e2e_from_intended_ms",

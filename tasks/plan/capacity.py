@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from tasks.model_arch import ModelArch
+from tasks.plan.model_arch import ModelArch
 from tasks.settings import MAX_REQUEST_TIMEOUT_MS, Workload
-from tasks.skus import GpuSku
+from tasks.plan.skus import GpuSku
 
 GIB = 2**30
 # NVIDIA's "80 GB" A100 reports 80 GiB to CUDA; the SKU table's figures are read as GiB.

@@ -2,7 +2,7 @@
 
 Reasoning models behave differently on arithmetic, logic, code and open questions (how long they
 think, how long they answer), so a load test should mix them. Regenerate with
-``.venv/bin/python -m tasks.prompts.generate``; a test checks the committed file matches.
+``.venv/bin/python -m tasks.loadtest.prompts.generate``; a test checks the committed file matches.
 """
 
 from __future__ import annotations

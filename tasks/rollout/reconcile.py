@@ -46,6 +46,8 @@ class RolloutPlan:
     old: str | None  # the colour serving before, if any
     reason: str
     resume: bool = False  # the new colour already carries the desired spec (a re-run after a crash)
+    live_share: int = 0  # the new colour's live traffic now: a resumed shift continues from here
+    restore_old: bool = False  # the colour to replace still serves traffic: the old one goes back to 100 % first
     strays: tuple[str, ...] = ()  # deployments that are neither colour: reported, never touched
 
 
@@ -73,15 +75,39 @@ def plan_rollout(live: LiveState, desired_hash: str) -> RolloutPlan:
             )
         return RolloutPlan(
             "rollout", new.name, old.name if old else None,
-            f"{new.name} already carries this spec at {new.traffic} %: resuming", resume=True, strays=strays,
+            f"{new.name} already carries this spec at {new.traffic} %: resuming", resume=True,
+            live_share=new.traffic, strays=strays,
         )
 
     serving = max(colours.values(), key=lambda d: (d.traffic, d.name == "blue"))
     new_name = other_colour(serving.name)
     reason = f"{serving.name} serves {serving.traffic} %; staging {new_name}"
-    if new_name in colours:
+    stale = colours.get(new_name)
+    restore = bool(stale and (stale.traffic or stale.mirror))
+    if restore:
+        reason += (f" (replacing {new_name}, which still serves {stale.traffic} % live and {stale.mirror} % mirror "
+                   f"with another spec: {serving.name} goes back to 100 % first)")
+    elif stale:
         reason += f" (replacing the idle {new_name})"
-    return RolloutPlan("rollout", new_name, serving.name, reason, strays=strays)
+    return RolloutPlan("rollout", new_name, serving.name, reason, restore_old=restore, strays=strays)
+
+
+def settled(plan: RolloutPlan, keep_old_warm: bool) -> str | None:
+    """Why there is nothing to do (a no-op), or None: the spec serves 100 % and no old colour is left to
+    retire — with ``R1_KEEP_OLD_WARM`` the old colour is meant to stay, so it is not "left over"."""
+    if plan.action == "noop":
+        return plan.reason
+    if plan.action == "finish" and keep_old_warm:
+        return f"{plan.reason} (kept warm: R1_KEEP_OLD_WARM)"
+    return None
+
+
+def remaining_steps(steps: list[int], plan: RolloutPlan) -> list[int]:
+    """The traffic steps still to take: all of them with an old colour, from the first at or above the new
+    colour's live share on a resume (never back down), straight to 100 with nothing else serving."""
+    if plan.old is None:
+        return [100]
+    return [s for s in steps if s >= plan.live_share]
 
 
 def split(new: str, old: str | None, percent: int) -> dict[str, int]:

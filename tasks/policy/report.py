@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from tasks.policy import Finding, blocking
-from tasks.policy_bundle import SpecBundle
-from tasks.policy_rules import SECRET_NAME, secret_flags
+from tasks.policy.gate import Finding, blocking
+from tasks.policy.bundle import SpecBundle
+from tasks.policy.rules import SECRET_NAME, secret_flags
 from tasks.settings import Settings
-from tasks.specs import rendered_files
+from tasks.plan.specs import rendered_files
 
 REDACTED = "***"
 
