@@ -26,7 +26,7 @@ from emulator.rules import ArmError
 from emulator.runtime import Outcome, Runtime, RunSpec
 from emulator.store import Store
 from emulator.tokens import Issuer, new_key
-from tasks.skus import find_sku
+from emulator.skus import find_sku
 
 log = logging.getLogger(__name__)
 

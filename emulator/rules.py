@@ -1,6 +1,6 @@
 """Azure's rules for managed online endpoints, as pure functions raising ARM-shaped errors.
 
-Sources: azureml-security-limits.md (e) and the safe-rollout article (traffic and mirror rules).
+Sources: Azure ML's managed online endpoint limits and its safe-rollout article (traffic and mirror rules).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 
-from tasks.skus import GpuSku, find_sku
+from emulator.skus import Sku, find_sku
 
 NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9]|-(?=[A-Za-z0-9]))*$")
 MAX_DEPLOYMENTS_PER_ENDPOINT = 20
@@ -51,7 +51,7 @@ def parse_duration(value: str, field: str) -> float:
 
 
 def check_name(kind: str, name: str) -> None:
-    if not 3 <= len(name) <= 32 or not NAME.match(name):
+    if not 3 <= len(name) <= 32 or not NAME.fullmatch(name):
         raise bad_request(
             f"Invalid {kind} name '{name}': it must be 3-32 characters long, start with a letter "
             "and contain only letters, digits and single dashes (not at the end).",
@@ -124,7 +124,7 @@ def check_request_timeout(seconds: float) -> int:
     return ms
 
 
-def check_instance_type(name: str) -> GpuSku:
+def check_instance_type(name: str) -> Sku:
     sku = find_sku(name or "")
     if sku is None:
         raise bad_request(
@@ -134,16 +134,16 @@ def check_instance_type(name: str) -> GpuSku:
     return sku
 
 
-def skips_reservation(sku: GpuSku) -> bool:
+def skips_reservation(sku: Sku) -> bool:
     """Azure reserves 20 % extra quota for upgrades except on the SKUs marked to skip it (A100/H100)."""
     return sku.gpu_model in {"A100", "H100"}
 
 
-def quota_cores(sku: GpuSku, instances: int) -> int:
+def quota_cores(sku: Sku, instances: int) -> int:
     return sku.cores * (instances if skips_reservation(sku) else math.ceil(1.2 * instances))
 
 
-def check_quota(sku: GpuSku, instances: int, used_elsewhere: int, limit: int, location: str) -> None:
+def check_quota(sku: Sku, instances: int, used_elsewhere: int, limit: int, location: str) -> None:
     needed = quota_cores(sku, instances)
     if used_elsewhere + needed > limit:
         raise bad_request(

@@ -22,7 +22,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from tasks.cli import EXIT_FAILED, EXIT_OK, run_cli
-from tasks.loadtest import LoadSpec, build_spec, build_target, report_loadtest, run_loadtest
+from tasks.loadtest.run import LoadSpec, build_spec, build_destination, report_loadtest, run_loadtest
 from tasks.settings import load_settings
 
 EXIT_INCONCLUSIVE = 3
@@ -40,10 +40,10 @@ async def loadtest(
     """Send the load, write the report, judge the SLO. The key is read from ``api_key_env`` here,
     so it is never a flow parameter."""
     settings = load_settings()
-    target = build_target(base_url, api_key_env, deployment, ca_bundle)
+    dest = build_destination(base_url, api_key_env, deployment, ca_bundle)
     load = load or LoadSpec(requests=DEFAULT_REQUESTS)
-    run = await run_loadtest(target, load)
-    summary = report_loadtest(target, run, settings.slo, settings.reports_dir)
+    run = await run_loadtest(dest, load)
+    summary = report_loadtest(dest, run, settings.slo, settings.reports_dir)
     slo = summary["slo"]
     get_run_logger().info("load test done: %d ok, %d failed, SLO %s; report in %s", summary["requests_completed"],
                           summary["requests_failed"], slo["status"], summary["report_dir"])
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     # Invalid input fails here, before Prefect starts: exit 2 with the problems on stderr.
     load_settings()
     spec = spec_from_args(args)
-    build_target(args.base_url, args.api_key_env, args.deployment, args.ca_bundle)
+    build_destination(args.base_url, args.api_key_env, args.deployment, args.ca_bundle)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the summary
         summary = asyncio.run(loadtest(args.base_url, args.api_key_env, args.deployment, args.ca_bundle, spec))
     print(json.dumps(summary) if args.json else text_summary(summary))

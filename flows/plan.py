@@ -19,13 +19,14 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from tasks.cli import EXIT_FAILED, EXIT_OK, run_cli
-from tasks.policy import gate
-from tasks.policy_bundle import bundle_from_files
-from tasks.policy_report import build_report, to_markdown
+from tasks.cli import EXIT_FAILED, EXIT_OK, InputError, run_cli
+from tasks.policy.gate import gate
+from tasks.policy.bundle import bundle_from_files
+from tasks.policy.report import build_report, to_markdown
 from tasks.reports import publish_markdown, write_json, write_text
+from tasks.rollout.bake import unjudgeable_bake
 from tasks.settings import load_settings
-from tasks.specs import render_all
+from tasks.plan.specs import render_all
 
 
 def _path(value: str | None) -> Path | None:
@@ -35,8 +36,13 @@ def _path(value: str | None) -> Path | None:
 def evaluate(
     endpoint_yaml: str | None = None, deployment_yaml: str | None = None, dockerfile: str | None = None
 ) -> dict[str, Any]:
-    """Settings -> bundle -> findings -> report. Pure apart from reading the given files."""
+    """Settings -> bundle -> findings -> report. Pure apart from reading the given files.
+
+    Settings under which no bake could ever be judged are invalid input (exit 2), as in the rollout's preflight."""
     settings = load_settings()
+    problem = unjudgeable_bake(settings)
+    if problem:
+        raise InputError(problem)
     bundle = bundle_from_files(settings, _path(endpoint_yaml), _path(deployment_yaml), _path(dockerfile))
     return build_report(settings, bundle, gate(bundle, settings.policy_waivers, date.today()))
 
