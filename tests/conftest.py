@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import tempfile
 
 import pytest
@@ -57,12 +58,27 @@ class EmulatorHandle:
 
         return load_settings(target="local", emulator_state_dir=self.state_dir, **overrides)
 
+    def tls(self) -> ssl.SSLContext:
+        """What httpx's ``verify=`` needs to trust the emulator (its CA; httpx 0.28 deprecates a path)."""
+        return ssl.create_default_context(cafile=self.conn["ca_cert"])
+
     def admin(self, method: str, path: str, json=None):
         import httpx
 
         secret = self.state.client_secret.read_text().strip()
-        return httpx.request(method, self.conn["arm_url"] + path, json=json, verify=self.conn["ca_cert"],
+        return httpx.request(method, self.conn["arm_url"] + path, json=json, verify=self.tls(),
                              headers={"x-emulator-secret": secret}, trust_env=False, timeout=30)
+
+    def arm_client(self):
+        """A raw ARM client (an ``httpx.Client`` on the ARM URL with a management bearer token), for calls the
+        SDK would not make or would check locally first; close it (or use it in ``with``)."""
+        import httpx
+
+        from tasks import clients
+
+        token = clients.credential(self.settings()).get_token(self.conn["arm_url"] + "/.default").token
+        return httpx.Client(base_url=self.conn["arm_url"], verify=self.tls(), trust_env=False,
+                            headers={"Authorization": f"Bearer {token}"})
 
     def set_faults(self, **faults) -> None:
         response = self.admin("POST", "/_emulator/faults", json=faults)
@@ -114,6 +130,36 @@ def fresh_emulator(start_emulator):
 
 
 @pytest.fixture
+def ml(emulator):
+    """An ``MLClient`` for the session emulator."""
+    from tasks import clients
+
+    return clients.ml_client(emulator.settings())
+
+
+@pytest.fixture
+def arm(emulator):
+    """A raw ARM client for the session emulator (see ``EmulatorHandle.arm_client``)."""
+    with emulator.arm_client() as http:
+        yield http
+
+
+@pytest.fixture
+def endpoint(ml, unique_name):
+    """The name of a key-auth endpoint of this test's own on the session emulator; deleted afterwards."""
+    from azure.ai.ml.entities import ManagedOnlineEndpoint
+    from azure.core.exceptions import ResourceNotFoundError
+
+    name = unique_name()
+    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name)).result()
+    yield name
+    try:
+        ml.online_endpoints.begin_delete(name).result()
+    except ResourceNotFoundError:
+        pass  # the test deleted it itself
+
+
+@pytest.fixture
 def unique_name():
     """Endpoint names are unique per region: each test takes its own."""
     import uuid
@@ -147,16 +193,31 @@ def fake_deployment():
 
 @pytest.fixture
 def wait_for():
-    """Poll until ``predicate()`` is truthy and return its value (waiting on processes, not timing them)."""
+    """Poll until ``predicate()`` is truthy and return its value (waiting on processes, not timing them).
+
+    An ``async def`` predicate is awaited between ``asyncio.sleep``s: ``await wait_for(predicate)``."""
+    import asyncio
+    import inspect
     import time
 
     def wait(predicate, timeout: float = 30.0, what: str = "condition"):
+        if inspect.iscoroutinefunction(predicate):
+            return wait_async(predicate, timeout, what)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = predicate()
             if value:
                 return value
             time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def wait_async(predicate, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = await predicate()
+            if value:
+                return value
+            await asyncio.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}")
 
     return wait

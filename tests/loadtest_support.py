@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from tasks.loadtest_record import RequestRecord
+from tasks.loadtest.record import RequestRecord
 
 
 def make_record(index: int = 0, ttft_ms: float | None = 100.0, tpot_ms: float | None = 10.0, tokens: int = 11,

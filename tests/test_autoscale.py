@@ -1,6 +1,7 @@
-"""The autoscale setting the rollout sends: target, bounds, rules and the enabled flag (G12)."""
+"""The autoscale setting the rollout sends: target, bounds, rules and the enabled flag
+(azure-mgmt-monitor defaults ``enabled`` to False)."""
 
-from tasks.autoscale import autoscale_name, build_autoscale
+from tasks.azureml.autoscale import autoscale_name, build_autoscale
 from tasks.settings import Autoscale
 
 DEP_ID = (

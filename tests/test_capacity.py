@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from tasks.capacity import EngineShape, plan_capacity
-from tasks.model_arch import LLAMA_3_1_8B, ModelConfigError, arch_from_hf_config, built_in_arch, load_arch
+from tasks.plan.capacity import EngineShape, plan_capacity
+from tasks.plan.model_arch import LLAMA_3_1_8B, ModelConfigError, arch_from_hf_config, built_in_arch, load_arch
 from tasks.settings import Workload
-from tasks.skus import find_sku
+from tasks.plan.skus import find_sku
 
 # Llama-3.1-8B's config.json (the keys the planner reads), as DeepSeek-R1-Distill-Llama-8B ships it.
 LLAMA_8B_CONFIG = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,8 @@ def test_detach_then_stop(tmp_path):
     assert conn["location"] == "norwayeast" and conn["arm_url"].startswith("https://127.0.0.1:")
     for private in (state.ca_key, state.server_key, state.client_secret, state.signing_key):
         assert private.stat().st_mode & 0o077 == 0, private
-    health = httpx.get(conn["arm_url"] + "/_emulator/health", verify=conn["ca_cert"])
+    health = httpx.get(conn["arm_url"] + "/_emulator/health",
+                       verify=ssl.create_default_context(cafile=conn["ca_cert"]))
     assert health.json() == {"status": "ok"}
     assert health.request.url.scheme == "https"
     stopped = run("stop", "--state-dir", str(state.root))
@@ -92,40 +94,31 @@ def test_no_secret_reaches_the_emulator_log(fresh_emulator, unique_name):
         assert secret not in log
 
 
-def test_model_references_must_be_workspace_model_versions(emulator, unique_name, fake_deployment):
-    ml = clients.ml_client(emulator.settings())
-    name = unique_name()
-    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name)).result()
+def test_model_references_must_be_workspace_model_versions(ml, endpoint, arm, fake_deployment):
+    name = endpoint
     dep = ml.online_deployments.begin_create_or_update(fake_deployment(
         name, "blue", model="azureml:r1-weights:1", model_mount_path="/var/azureml-app/models/r1")).result()
     assert dep.model.endswith("/models/r1-weights/versions/1")
     assert "r1-weights/versions/1" in ml.online_deployments.get_logs(
         "blue", name, lines=5, container_type="storage-initializer")
-    settings = emulator.settings()
-    token = clients.credential(settings).get_token(emulator.conn["arm_url"] + "/.default").token
-    bad = httpx.put(f"{emulator.conn['arm_url']}{dep.id}", verify=emulator.conn["ca_cert"],
-                    headers={"Authorization": f"Bearer {token}"},
-                    json={"sku": {"capacity": 1}, "properties": {
-                        "model": "hf://deepseek-ai/DeepSeek-R1", "instanceType": "Standard_NC24ads_A100_v4",
-                        "environmentId": ml.online_deployments.get("blue", name).environment}})
+    bad = arm.put(dep.id, json={"sku": {"capacity": 1}, "properties": {
+        "model": "hf://deepseek-ai/DeepSeek-R1", "instanceType": "Standard_NC24ads_A100_v4",
+        "environmentId": ml.online_deployments.get("blue", name).environment}})
     assert bad.status_code == 400 and "not a workspace model version id" in bad.json()["error"]["message"]
-    ml.online_endpoints.begin_delete(name).result()
 
 
 @pytest.mark.parametrize("kind", ["models", "environments"])
-def test_asset_versions_put_and_get(emulator, kind):
+def test_asset_versions_put_and_get(emulator, arm, kind):
     settings = emulator.settings()
-    token = clients.credential(settings).get_token(emulator.conn["arm_url"] + "/.default").token
-    url = (f"{emulator.conn['arm_url']}/subscriptions/{settings.subscription_id}/resourceGroups/rg/providers/"
-           f"Microsoft.MachineLearningServices/workspaces/ws/{kind}/asset-{os.getpid()}/versions/2")
-    http = httpx.Client(verify=emulator.conn["ca_cert"], headers={"Authorization": f"Bearer {token}"})
+    path = (f"/subscriptions/{settings.subscription_id}/resourceGroups/rg/providers/"
+            f"Microsoft.MachineLearningServices/workspaces/ws/{kind}/asset-{os.getpid()}/versions/2")
     body = {"properties": {"image": "local/fake-engine:1", "modelUri": "azureml://x"}}
-    assert http.put(url, json=body).status_code == 201
-    assert http.put(url, json=body).status_code == 200
-    got = http.get(url.upper().replace("HTTPS://127.0.0.1", "https://127.0.0.1")).json()
+    assert arm.put(path, json=body).status_code == 201
+    assert arm.put(path, json=body).status_code == 200
+    got = arm.get(path.upper()).json()
     assert got["properties"]["modelUri"] == "azureml://x" and got["id"].endswith("/versions/2")
     assert got["type"] == f"Microsoft.MachineLearningServices/workspaces/{kind}/versions"
-    assert http.get(url.replace("/versions/2", "/versions/3")).status_code == 404
+    assert arm.get(path.replace("/versions/2", "/versions/3")).status_code == 404
 
 
 def test_deleting_the_state_dir_stops_the_emulator_and_its_instances(start_emulator, unique_name,
@@ -151,9 +144,7 @@ def _zombie(pid: int) -> bool:
 
 def test_realistic_mode_paces_operations(start_emulator, wait_for):
     emulator = start_emulator("--realistic")
-    settings = emulator.settings()
-    token = clients.credential(settings).get_token(emulator.conn["arm_url"] + "/.default").token
-    http = httpx.Client(verify=emulator.conn["ca_cert"], headers={"Authorization": f"Bearer {token}"})
+    http = emulator.arm_client()
     url = (f"{emulator.conn['arm_url']}/subscriptions/s/resourceGroups/rg/providers/"
            "Microsoft.MachineLearningServices/workspaces/ws/onlineEndpoints/paced-ep")
     put = http.put(url, json={"properties": {"authMode": "Key"}})

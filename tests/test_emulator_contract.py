@@ -1,9 +1,11 @@
-"""Contract: the unmodified MLClient and MonitorManagementClient perform every call of
-reference/azureml-arm-contract.md against the emulator, in every auth mode, and get what they need."""
+"""Contract: the unmodified MLClient and MonitorManagementClient perform every call they send for a
+managed online endpoint (workspace, endpoint, deployment, traffic, keys, logs, environment version,
+autoscale) against the emulator, in every auth mode, and get what they need."""
 
 from __future__ import annotations
 
 import json
+import ssl
 
 import httpx
 import pytest
@@ -27,11 +29,6 @@ def score(endpoint, bearer: str, ca, deployment: str | None = None, path: str = 
     return httpx.post(f"{base}/{path}", json=CHAT, headers=headers, verify=ca, timeout=30, trust_env=False)
 
 
-@pytest.fixture
-def ml(emulator):
-    return clients.ml_client(emulator.settings())
-
-
 def test_workspace_reports_the_emulator_location(ml):
     ws = ml.workspaces.get("ws-r1")
     assert ws.location == "swedencentral"
@@ -40,7 +37,7 @@ def test_workspace_reports_the_emulator_location(ml):
 def test_key_endpoint_full_lifecycle(emulator, ml, unique_name, fake_deployment, capsys):
     name = unique_name()
     settings = emulator.settings()
-    ca = clients.scoring_ca(settings)
+    ca = ssl.create_default_context(cafile=clients.scoring_ca(settings))
     created = ml.online_endpoints.begin_create_or_update(
         ManagedOnlineEndpoint(name=name, auth_mode="key", public_network_access="disabled", tags={"app": "r1"})
     ).result()
@@ -100,7 +97,7 @@ def _request_file() -> str:
 
 def test_aml_token_endpoint(emulator, ml, unique_name, fake_deployment):
     name = unique_name()
-    ca = clients.scoring_ca(emulator.settings())
+    ca = ssl.create_default_context(cafile=clients.scoring_ca(emulator.settings()))
     ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name, auth_mode="aml_token")).result()
     ml.online_deployments.begin_create_or_update(fake_deployment(name, "green")).result()
     ep = ml.online_endpoints.get(name)
@@ -129,7 +126,7 @@ def test_aml_token_endpoint(emulator, ml, unique_name, fake_deployment):
 def test_aad_token_endpoint(emulator, ml, unique_name, fake_deployment):
     name = unique_name()
     settings = emulator.settings()
-    ca = clients.scoring_ca(settings)
+    ca = ssl.create_default_context(cafile=clients.scoring_ca(settings))
     ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name, auth_mode="aad_token")).result()
     ml.online_deployments.begin_create_or_update(fake_deployment(name, "blue")).result()
     ep = ml.online_endpoints.get(name)
@@ -147,31 +144,27 @@ def test_aad_token_endpoint(emulator, ml, unique_name, fake_deployment):
 def test_arm_refuses_calls_without_an_emulator_token(emulator):
     url = emulator.conn["arm_url"] + "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
     for headers in ({}, {"Authorization": "Bearer forged"}):
-        response = httpx.get(url, headers=headers, verify=emulator.conn["ca_cert"], trust_env=False)
+        response = httpx.get(url, headers=headers, verify=emulator.tls(), trust_env=False)
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "InvalidAuthenticationToken"
     scoring = emulator.admin("POST", "/_emulator/token", json={"scope": "https://ml.azure.com/.default"}).json()
     response = httpx.get(url, headers={"Authorization": f"Bearer {scoring['access_token']}"},
-                         verify=emulator.conn["ca_cert"], trust_env=False)
+                         verify=emulator.tls(), trust_env=False)
     assert response.status_code == 401  # a scoring token cannot manage
 
 
 def test_token_route_needs_the_client_secret_and_a_known_scope(emulator):
     url = emulator.conn["arm_url"] + "/_emulator/token"
-    bad = httpx.post(url, json={"scope": "https://ml.azure.com/.default"}, verify=emulator.conn["ca_cert"],
+    bad = httpx.post(url, json={"scope": "https://ml.azure.com/.default"}, verify=emulator.tls(),
                      headers={"x-emulator-secret": "wrong"}, trust_env=False)
     assert bad.status_code == 401
     unknown = emulator.admin("POST", "/_emulator/token", json={"scope": "https://vault.azure.net/.default"})
     assert unknown.status_code == 400 and "not served" in unknown.json()["error"]["message"]
 
 
-def test_paths_are_case_insensitive_and_any_api_version(emulator):
-    settings = emulator.settings()
-    token = clients.credential(settings).get_token(emulator.conn["arm_url"] + "/.default").token
-    url = (emulator.conn["arm_url"] + "/SUBSCRIPTIONS/s/RESOURCEGROUPS/rg/PROVIDERS/"
-           "microsoft.machinelearningservices/WORKSPACES/ws?api-version=1999-01-01")
-    response = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, verify=emulator.conn["ca_cert"],
-                         trust_env=False)
+def test_paths_are_case_insensitive_and_any_api_version(arm):
+    response = arm.get("/SUBSCRIPTIONS/s/RESOURCEGROUPS/rg/PROVIDERS/"
+                       "microsoft.machinelearningservices/WORKSPACES/ws?api-version=1999-01-01")
     assert response.status_code == 200 and response.json()["location"] == "swedencentral"
 
 
@@ -185,9 +178,8 @@ def test_environment_versions_put_and_get(emulator, ml):
         ml.environments.get("r1-serving", version="999")
 
 
-def test_autoscale_settings_crud(emulator, ml, unique_name, fake_deployment):
-    name = unique_name()
-    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name)).result()
+def test_autoscale_settings_crud(emulator, ml, endpoint, fake_deployment):
+    name = endpoint
     dep = ml.online_deployments.begin_create_or_update(fake_deployment(name, "blue")).result()
     settings = emulator.settings()
     monitor = clients.monitor_client(settings)
@@ -219,30 +211,26 @@ def test_autoscale_settings_crud(emulator, ml, unique_name, fake_deployment):
     monitor.autoscale_settings.delete(rg, setting_name)
     with pytest.raises(ResourceNotFoundError):
         monitor.autoscale_settings.get(rg, setting_name)
-    ml.online_endpoints.begin_delete(name).result()
 
 
-def test_lro_headers_follow_the_contract(emulator, ml, unique_name, fake_deployment):
-    """Fractional Retry-After only on InProgress polls, never on 202 initial answers (G6)."""
-    name = unique_name()
-    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name)).result()
+def test_lro_headers_follow_the_contract(ml, endpoint, arm, fake_deployment):
+    """Fractional Retry-After only on InProgress polls, never on 202 initial answers (the SDK
+    expects an integer there and fails with DeserializationError)."""
+    name = endpoint
     dep = fake_deployment(name, "blue")
     ml.online_deployments.begin_create_or_update(dep).result()
-    token = clients.credential(emulator.settings()).get_token(emulator.conn["arm_url"] + "/.default").token
-    http = httpx.Client(verify=emulator.conn["ca_cert"], headers={"Authorization": f"Bearer {token}"},
-                        trust_env=False)
-    dep_url = emulator.conn["arm_url"] + ml.online_deployments.get("blue", name).id
-    body = http.get(dep_url).json()
+    dep_url = ml.online_deployments.get("blue", name).id
+    body = arm.get(dep_url).json()
     body["properties"]["environmentVariables"] = {"FAKE_ENGINE_STARTUP_DELAY_S": "1"}  # forces a replacement
-    put = http.put(dep_url, json=body)
+    put = arm.put(dep_url, json=body)
     assert put.status_code == 200 and "Retry-After" not in put.headers
-    poll = http.get(put.headers["Azure-AsyncOperation"])
+    poll = arm.get(put.headers["Azure-AsyncOperation"])
     assert poll.json()["status"] == "InProgress" and poll.headers["Retry-After"] == "0.05"
     ep = ml.online_endpoints.get(name)
-    delete = http.delete(emulator.conn["arm_url"] + ep.id)
+    delete = arm.delete(ep.id)
     assert delete.status_code == 202 and "Retry-After" not in delete.headers
     assert delete.headers["Location"] and delete.headers["Azure-AsyncOperation"]
-    done = http.get(delete.headers["Azure-AsyncOperation"])
+    done = arm.get(delete.headers["Azure-AsyncOperation"])
     assert done.json()["status"] == "Succeeded" and "Retry-After" not in done.headers
-    assert http.get(delete.headers["Location"]).status_code == 200
-    assert http.get(put.headers["Azure-AsyncOperation"]).json()["status"] == "Canceled"  # deleted meanwhile
+    assert arm.get(delete.headers["Location"]).status_code == 200
+    assert arm.get(put.headers["Azure-AsyncOperation"]).json()["status"] == "Canceled"  # deleted meanwhile

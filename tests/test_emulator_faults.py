@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from azure.ai.ml.entities import ManagedOnlineEndpoint
 from azure.core.exceptions import HttpResponseError
-
-from tasks import clients
 
 
 @pytest.fixture
@@ -18,14 +15,12 @@ def faults(emulator):
 
 
 @pytest.fixture
-def workspace_get(faults):
+def workspace_get(faults, arm):
     """A raw workspace GET (no SDK retries), so each injected answer is seen as served."""
     settings = faults.settings()
-    token = clients.credential(settings).get_token(faults.conn["arm_url"] + "/.default").token
-    url = (f"{faults.conn['arm_url']}/subscriptions/{settings.subscription_id}/resourceGroups/rg/providers/"
-           "Microsoft.MachineLearningServices/workspaces/ws")
-    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, verify=faults.conn["ca_cert"]) as http:
-        yield lambda: http.get(url)
+    path = (f"/subscriptions/{settings.subscription_id}/resourceGroups/rg/providers/"
+            "Microsoft.MachineLearningServices/workspaces/ws")
+    return lambda: arm.get(path)
 
 
 def test_error_statuses_with_retry_after(faults, workspace_get):
@@ -45,17 +40,14 @@ def test_error_rate_is_a_reproducible_fraction(faults, workspace_get):
     assert 3 <= first.count(500) <= 17
 
 
-def test_the_sdk_retries_through_throttling_and_server_errors(faults):
-    ml = clients.ml_client(faults.settings())
+def test_the_sdk_retries_through_throttling_and_server_errors(faults, ml):
     faults.set_faults(fail_next=2, statuses=[429, 503], retry_after=0.1)
     assert ml.workspaces.get("ws-r1").location == "swedencentral"
     assert faults.admin("GET", "/_emulator/faults").json()["fail_next"] == 0  # both errors were served
 
 
-def test_failing_provisioning(faults, unique_name, fake_deployment):
-    ml = clients.ml_client(faults.settings())
-    name = unique_name()
-    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name)).result()
+def test_failing_provisioning(endpoint, faults, ml, fake_deployment):
+    name = endpoint
     faults.set_faults(fail_provisioning=["doomed"])
     with pytest.raises(HttpResponseError, match="injected fault"):
         ml.online_deployments.begin_create_or_update(fake_deployment(name, "doomed")).result()
@@ -65,13 +57,10 @@ def test_failing_provisioning(faults, unique_name, fake_deployment):
     faults.set_faults()
     again = ml.online_deployments.begin_create_or_update(fake_deployment(name, "doomed")).result()
     assert again.provisioning_state.lower() == "succeeded"  # a re-PUT retries provisioning
-    ml.online_endpoints.begin_delete(name).result()
 
 
-def test_slow_provisioning_keeps_the_deployment_creating(faults, unique_name, fake_deployment):
-    ml = clients.ml_client(faults.settings())
-    name = unique_name()
-    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name)).result()
+def test_slow_provisioning_keeps_the_deployment_creating(endpoint, faults, ml, fake_deployment):
+    name = endpoint
     faults.set_faults(provisioning_delay_seconds=2)
     poller = ml.online_deployments.begin_create_or_update(fake_deployment(name, "slow"))
     during = ml.online_deployments.get("slow", name)
@@ -79,7 +68,6 @@ def test_slow_provisioning_keeps_the_deployment_creating(faults, unique_name, fa
     assert faults.instances(during.id) == []  # nothing started yet
     assert not poller.done()
     assert poller.result().provisioning_state.lower() == "succeeded"
-    ml.online_endpoints.begin_delete(name).result()
 
 
 def test_faults_route_validates_and_needs_the_secret(faults):
@@ -89,6 +77,6 @@ def test_faults_route_validates_and_needs_the_secret(faults):
     assert "error_rate" in message and "statuses" in message
     assert faults.admin("GET", "/_emulator/faults").json()["error_rate"] == 0  # unchanged
     anonymous = httpx.post(faults.conn["arm_url"] + "/_emulator/faults", json={"fail_next": 5},
-                           verify=faults.conn["ca_cert"])
+                           verify=faults.tls())
     assert anonymous.status_code == 401
     assert faults.admin("GET", "/_emulator/faults").json()["fail_next"] == 0

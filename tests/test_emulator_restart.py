@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 
 import httpx
 import pytest
@@ -62,7 +63,8 @@ def test_everything_is_back_after_a_restart(fresh_emulator, unique_name, fake_de
     assert ml.online_deployments.get("blue", name).provisioning_state.lower() == "succeeded"
     wait_for(lambda: any(i["ready"] for i in emulator.instances(dep.id)), what="the instance to be back")
     answer = httpx.post(ep.scoring_uri.removesuffix("/score") + "/v1/completions",
-                        json={"model": "m", "prompt": "hi", "max_tokens": 4}, verify=clients.scoring_ca(settings),
+                        json={"model": "m", "prompt": "hi", "max_tokens": 4},
+                        verify=ssl.create_default_context(cafile=clients.scoring_ca(settings)),
                         headers={"Authorization": f"Bearer {keys.primary_key}"})
     assert answer.status_code == 200 and answer.headers["azureml-model-deployment"] == "blue"
 

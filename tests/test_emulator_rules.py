@@ -49,24 +49,27 @@ def _update_traffic(ml, name, traffic, mirror=None):
     return ml.online_endpoints.begin_create_or_update(ep).result()
 
 
-def _arm(emulator, method: str, path: str, body: dict | None = None) -> httpx.Response:
-    """A raw ARM call, for rules the SDK also checks locally (so the server's check is what is tested)."""
+@pytest.fixture
+def workspace_arm(emulator, arm):
+    """Raw ARM calls under the workspace, for rules the SDK also checks locally (so the server's check is
+    what is tested): ``workspace_arm(method, path, body=None)``."""
     settings = emulator.settings()
-    arm = emulator.conn["arm_url"]
-    token = clients.credential(settings).get_token(arm + "/.default").token
     ws = (f"/subscriptions/{settings.subscription_id}/resourceGroups/{settings.resource_group}"
           f"/providers/Microsoft.MachineLearningServices/workspaces/{settings.workspace}")
-    return httpx.request(method, arm + ws + path, json=body, verify=emulator.conn["ca_cert"], trust_env=False,
-                         headers={"Authorization": f"Bearer {token}"})
+
+    def call(method: str, path: str, body: dict | None = None) -> httpx.Response:
+        return arm.request(method, ws + path, json=body)
+
+    return call
 
 
 @pytest.mark.parametrize("bad", ["a" * 33, "ab", "1abc", "ab--cd", "abc-", "ab_cd"])
-def test_endpoint_name_rule(emulator, bad):
-    answer = _arm(emulator, "PUT", f"/onlineEndpoints/{bad}", {"properties": {"authMode": "Key"}})
+def test_endpoint_name_rule(workspace_arm, bad):
+    answer = workspace_arm("PUT", f"/onlineEndpoints/{bad}", {"properties": {"authMode": "Key"}})
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "InvalidResourceName"
     assert "3-32 characters long, start with a letter" in answer.json()["error"]["message"]
-    assert _arm(emulator, "GET", f"/onlineEndpoints/{bad}").status_code == 404
+    assert workspace_arm("GET", f"/onlineEndpoints/{bad}").status_code == 404
 
 
 def test_endpoint_names_are_unique_in_the_region(emulator, shared):
@@ -77,10 +80,10 @@ def test_endpoint_names_are_unique_in_the_region(emulator, shared):
     assert err.value.status_code == 409
 
 
-def test_deployment_name_rule(emulator, shared):
+def test_deployment_name_rule(workspace_arm, shared):
     _, name = shared
-    answer = _arm(emulator, "PUT", f"/onlineEndpoints/{name}/deployments/{'b' * 33}",
-                  {"sku": {"capacity": 1}, "properties": {"instanceType": "Standard_NC24ads_A100_v4"}})
+    answer = workspace_arm("PUT", f"/onlineEndpoints/{name}/deployments/{'b' * 33}",
+                           {"sku": {"capacity": 1}, "properties": {"instanceType": "Standard_NC24ads_A100_v4"}})
     assert answer.status_code == 400
     assert "Invalid deployment name" in answer.json()["error"]["message"]
 
@@ -158,24 +161,20 @@ def test_failed_rules_change_nothing(shared):
     assert sorted(d.name for d in ml.online_deployments.list(name)) == ["blue", "green", "red"]
 
 
-def test_at_most_20_deployments_per_endpoint(emulator, unique_name, fake_deployment):
+def test_at_most_20_deployments_per_endpoint(ml, endpoint, workspace_arm, fake_deployment):
     """Twenty deployments through the REST surface (unpullable image: no processes), the 21st via the SDK."""
-    settings = emulator.settings()
-    ml = clients.ml_client(settings)
-    name = unique_name()
-    ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name)).result()
+    name = endpoint
     env_id = "/environments/unpullable/versions/1"
-    assert _arm(emulator, "PUT", env_id, {"properties": {"image": UNKNOWN_IMAGE}}).status_code in (200, 201)
+    assert workspace_arm("PUT", env_id, {"properties": {"image": UNKNOWN_IMAGE}}).status_code in (200, 201)
     env_id = ml.environments.get("unpullable", version="1").id
     for i in range(20):
         body = {"location": "swedencentral", "sku": {"name": "Default", "capacity": 1},
                 "properties": {"environmentId": env_id, "instanceType": "Standard_NC24ads_A100_v4",
                                "endpointComputeType": "Managed"}}
-        answer = _arm(emulator, "PUT", f"/onlineEndpoints/{name}/deployments/d{i:02d}", body)
+        answer = workspace_arm("PUT", f"/onlineEndpoints/{name}/deployments/d{i:02d}", body)
         assert answer.status_code == 201, answer.text
     with pytest.raises(HttpResponseError, match="at most 20 deployments"):
         ml.online_deployments.begin_create_or_update(fake_deployment(name, "d20")).result()
-    ml.online_endpoints.begin_delete(name).result()
 
 
 def test_regional_gpu_quota_fits_two_single_a100_deployments_not_three(fresh_emulator, unique_name, fake_deployment):

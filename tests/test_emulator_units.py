@@ -10,7 +10,7 @@ from emulator.layout import StateDir
 from emulator.runtime import tail_lines, trim_log
 from emulator.store import Store
 from emulator.tokens import ML_AUDIENCE, Issuer, TokenError
-from tasks.skus import GpuSku, find_sku
+from emulator.skus import Sku, find_sku
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -77,7 +77,7 @@ def test_delete_rule_covers_live_and_mirror_traffic():
 def test_quota_counts_cores_like_azure():
     a100 = find_sku("Standard_NC24ads_A100_v4")
     assert rules.quota_cores(a100, 1) == 24 and rules.quota_cores(a100, 3) == 72  # A100 skips the 20 %
-    v100 = GpuSku("Standard_NC6s_v3", 1, 16, "V100", 6)
+    v100 = Sku("Standard_NC6s_v3", "V100", 6)
     assert rules.quota_cores(v100, 1) == 12 and rules.quota_cores(v100, 5) == 36  # ceil(1.2 N) x cores
     rules.check_quota(a100, 1, 24, rules.DEFAULT_GPU_QUOTA_CORES, "swedencentral")
     with pytest.raises(rules.ArmError, match="Current usage/limit: 48/48 cores. Additional needed: 24"):

@@ -129,12 +129,11 @@ def test_served_model_name_comes_from_vllm_args():
         assert wrong.status_code == 404 and wrong.json()["error"]["type"] == "NotFoundError"
 
 
-def test_startup_delay_and_never_ready():
+def test_startup_delay_and_never_ready(wait_for):
     with fake_engine({"FAKE_ENGINE_STARTUP_DELAY_S": "0.5"}) as proc:
         assert httpx.get(f"{proc.url}/health").status_code == 503
         assert httpx.post(f"{proc.url}/v1/chat/completions", json=CHAT).status_code == 503
-        while httpx.get(f"{proc.url}/health").status_code != 200:
-            time.sleep(0.05)
+        wait_for(lambda: httpx.get(f"{proc.url}/health").status_code == 200, what="the engine to become ready")
         assert httpx.post(f"{proc.url}/v1/chat/completions", json=CHAT).status_code == 200
     with fake_engine({"FAKE_ENGINE_NEVER_READY": "1"}) as proc:
         time.sleep(0.2)
@@ -176,13 +175,16 @@ def test_tokens_are_paced_and_spikes_delay_the_first_token():
     assert metric_value(metrics, "vllm:time_to_first_token_seconds_sum") >= 0.3
 
 
-async def test_max_num_seqs_queues_requests_in_metrics():
+async def test_max_num_seqs_queues_requests_in_metrics(wait_for):
     knobs = {"VLLM_ARGS": "--max-num-seqs 1", "FAKE_ENGINE_TTFT_MS": "400"}
     with fake_engine(knobs) as proc:
         async with httpx.AsyncClient(base_url=proc.url) as client:
             calls = [asyncio.create_task(client.post("/v1/chat/completions", json=CHAT)) for _ in range(2)]
-            while metric_value((await client.get("/metrics")).text, "vllm:num_requests_waiting") < 1:
-                await asyncio.sleep(0.01)
+
+            async def one_waiting() -> bool:
+                return metric_value((await client.get("/metrics")).text, "vllm:num_requests_waiting") >= 1
+
+            await wait_for(one_waiting, what="a request waiting for a sequence slot")
             metrics = (await client.get("/metrics")).text
             assert metric_value(metrics, "vllm:num_requests_running") == 1
             assert metric_value(metrics, "vllm:kv_cache_usage_perc") == 1.0
@@ -191,16 +193,21 @@ async def test_max_num_seqs_queues_requests_in_metrics():
         assert proc.metric("vllm:request_success_total") == 2
 
 
-def test_keep_alive_and_chunked_request_bodies(engine):
+def test_keep_alive_and_chunked_request_bodies(engine, wait_for):
     port = int(engine.url.rsplit(":", 1)[1])
     body = json.dumps(CHAT).encode()
-    with socket.create_connection(("127.0.0.1", port)) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
                      + b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
                      + b"GET /health HTTP/1.1\r\nhost: x\r\n\r\nBROKEN\r\n\r\n")
-        received = b""
-        while received.count(b"HTTP/1.1") < 3:
-            received += sock.recv(65536)
+        chunks: list[bytes] = []
+
+        def three_answers() -> bool:
+            chunks.append(sock.recv(65536))
+            return b"".join(chunks).count(b"HTTP/1.1") >= 3
+
+        wait_for(three_answers, what="three answers on one connection")
+        received = b"".join(chunks)
     # Both requests answered on one connection, then the garbage gets a 400 and the connection closes.
     assert received.startswith(b"HTTP/1.1 200") and received.count(b"HTTP/1.1 200 OK") == 2
     assert b"HTTP/1.1 400 Bad Request" in received

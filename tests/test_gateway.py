@@ -141,7 +141,7 @@ def test_a_70_30_split_lands_within_a_few_percent(directory, blue, green):
     assert green.counter() - before["green"] == served["green"]
 
 
-def test_mirror_copies_traffic_without_changing_who_answers(gateway, directory, blue, green):
+def test_mirror_copies_traffic_without_changing_who_answers(gateway, directory, blue, green, wait_for):
     url, app = gateway
     key = directory.add("mirrored", deployment("blue", blue.url), deployment("green", green.url),
                         traffic={"blue": 100}, mirror={"green": 50})
@@ -149,8 +149,7 @@ def test_mirror_copies_traffic_without_changing_who_answers(gateway, directory, 
     with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as client:
         served = {client.post(f"{url}/endpoints/mirrored/score", json=CHAT).headers["azureml-model-deployment"]
                   for _ in range(100)}
-        while app.pending_mirrors:
-            time.sleep(0.01)
+        wait_for(lambda: not app.pending_mirrors, what="the mirrored copies to finish")
         mirrored = green.counter() - before
         targeted = client.post(f"{url}/endpoints/mirrored/score", json=CHAT,
                                headers={"azureml-model-deployment": "blue"})
@@ -159,14 +158,13 @@ def test_mirror_copies_traffic_without_changing_who_answers(gateway, directory, 
     assert targeted.status_code == 200 and app.pending_mirrors == 0 and green.counter() - before == mirrored
 
 
-def test_a_failing_mirror_never_reaches_the_client(gateway, directory, blue):
+def test_a_failing_mirror_never_reaches_the_client(gateway, directory, blue, wait_for):
     url, app = gateway
     with fake_engine({"FAKE_ENGINE_ERROR_RATE": "1"}) as broken:
         key = directory.add("badmirror", deployment("blue", blue.url), deployment("green", broken.url),
                             traffic={"blue": 100}, mirror={"green": 50})
         statuses = {score(url, "badmirror", key).status_code for _ in range(20)}
-        while app.pending_mirrors:
-            time.sleep(0.01)
+        wait_for(lambda: not app.pending_mirrors, what="the mirrored copies to finish")
         assert statuses == {200} and broken.counter() > 0
 
 
@@ -273,7 +271,7 @@ def test_a_restarted_instance_on_the_same_port_is_reached_afresh(gateway, direct
         assert second.counter() == 3
 
 
-def test_a_client_that_leaves_mid_stream_frees_its_slot(gateway, directory):
+def test_a_client_that_leaves_mid_stream_frees_its_slot(gateway, directory, wait_for):
     url, app = gateway
     knobs = {"FAKE_ENGINE_TOKENS_PER_S": "10", "FAKE_ENGINE_REASONING_TOKENS": "50"}
     with fake_engine(knobs) as slow:
@@ -283,10 +281,8 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(gateway, directory):
             next(response.iter_lines())
             assert app.in_flight("walkaway", "blue") == 1
         # The answer would take 5 s; the gateway lets go of the engine at its next token instead.
-        deadline = time.monotonic() + 4
-        while (app.in_flight("walkaway", "blue") or slow.metric("vllm:num_requests_running")) and \
-                time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: not (app.in_flight("walkaway", "blue") or slow.metric("vllm:num_requests_running")),
+                 timeout=4, what="the gateway and the engine to let go of the request")
         assert app.in_flight("walkaway", "blue") == 0 and slow.metric("vllm:num_requests_running") == 0
 
 

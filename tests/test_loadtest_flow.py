@@ -100,7 +100,7 @@ async def test_cli_json_run_writes_the_report_and_artifacts_and_never_the_key(tm
 ])
 def test_load_spec_problems_name_the_cli_flag(fields, message):
     from tasks.cli import InputError
-    from tasks.loadtest import build_spec
+    from tasks.loadtest.run import build_spec
 
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
         build_spec(**({"requests": 10} | fields))

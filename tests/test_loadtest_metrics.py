@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tasks.loadtest_metrics import rate, stats, summarise, sweep_concurrency
+from tasks.loadtest.metrics import rate, stats, summarise, sweep_concurrency
 from tasks.settings import Slo
 from tests.loadtest_support import make_record
 

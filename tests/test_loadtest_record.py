@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasks.loadtest_record import RequestRecord, StreamAccumulator
+from tasks.loadtest.record import RequestRecord, StreamAccumulator
 from tests.loadtest_support import chat_chunk, sse, usage_chunk
 
 

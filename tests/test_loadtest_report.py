@@ -2,8 +2,8 @@
 
 import json
 
-from tasks.loadtest_metrics import summarise
-from tasks.loadtest_report import markdown, write_report
+from tasks.loadtest.metrics import summarise
+from tasks.loadtest.report import markdown, write_report
 from tasks.settings import Slo
 from tests.loadtest_support import make_record
 

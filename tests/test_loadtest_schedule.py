@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tasks.loadtest_schedule import arrival_offsets
+from tasks.loadtest.schedule import arrival_offsets
 
 
 def test_constant_schedule_is_evenly_spaced_from_zero():

@@ -3,8 +3,8 @@
 import json
 from collections import Counter
 
-from tasks.loadtest_spec import PROMPTS_FILE, LoadSpec, prompt_for, request_body, shipped_prompts
-from tasks.prompts.generate import generate, render
+from tasks.loadtest.spec import PROMPTS_FILE, LoadSpec, prompt_for, request_body, shipped_prompts
+from tasks.loadtest.prompts.generate import generate, render
 
 
 def test_committed_prompt_set_is_what_the_generator_writes():

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from flows.plan import evaluate, plan, summary
-from tasks.policy_report import REDACTED, to_markdown
+from tasks.policy.report import REDACTED, to_markdown
 from tasks.settings import REPO_ROOT
-from tasks.specs import DEPLOYMENT_YML, DOCKERFILE
+from tasks.plan.specs import DEPLOYMENT_YML, DOCKERFILE
 
 GUIDE = Path(__file__).parent / "fixtures" / "guide"
 GUIDE_ARGS = {

@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from tasks.cli import InputError
-from tasks.policy import WAIVER_EXPIRED, apply_waivers, blocking, check, gate
-from tasks.policy_bundle import bundle_from_files, expand_command, flag_values, parse_dockerfile
-from tasks.policy_rules import RULES, RULES_BY_ID
+from tasks.policy.gate import WAIVER_EXPIRED, apply_waivers, blocking, check, gate
+from tasks.policy.bundle import bundle_from_files, expand_command, flag_values, parse_dockerfile
+from tasks.policy.rules import RULES, RULES_BY_ID
 from tasks.settings import SettingsError, Waiver, load_settings
-from tasks.specs import DEPLOYMENT_YML, ENDPOINT_YML, rendered_files
+from tasks.plan.specs import DEPLOYMENT_YML, ENDPOINT_YML, rendered_files
 
 GUIDE = Path(__file__).parent / "fixtures" / "guide"
 DIGEST = "@sha256:" + "ab" * 32

@@ -7,8 +7,8 @@ import threading
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
-from flows.rollout import recorded_failure
 from tasks import clients
+from tasks.rollout.outcome import recorded_failure
 from tasks.settings import load_settings
 from tests.rollout_support import fast_env, knobs, live_deployments, report, run_flow, run_in_process, steps
 
@@ -31,7 +31,8 @@ def test_approval_promotes_and_silence_rolls_back(emulator, prefect_api, monkeyp
 
     state = run_flow(monkeypatch, env)  # nobody answers: Prefect fails the run ("never resumed") ...
     assert state.is_failed()
-    err = recorded_failure(load_settings(), state)  # ... after the flow rolled back and said why
+    run_id = str(state.state_details.flow_run_id)[:8]
+    err = recorded_failure(load_settings().reports_dir, run_id)  # ... after the flow rolled back and said why
     assert type(err).__name__ == "RolledBack" and "not approved in time" in str(err), err
     assert ("approval", "info") in steps(report(err)) and ("rollback", "ok") in steps(report(err))
     assert live_deployments(ml, endpoint) == ({}, [])

@@ -13,7 +13,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from tasks import clients
-from tasks.rollout_lock import LOCK_TAG
+from tasks.rollout.lock import LOCK_TAG
 from tests.rollout_support import (REPO_ROOT, cli_env, fast_env, knobs, live_deployments, report, run_cli,
                                    run_in_process, steps)
 

@@ -12,8 +12,8 @@ import os
 import pytest
 
 from tasks import clients
-from tasks.endpoint import update_tags
-from tasks.rollout_lock import LOCK_TAG, me
+from tasks.azureml.endpoint import update_tags
+from tasks.rollout.lock import LOCK_TAG, me
 from tests.rollout_support import fast_env, knobs, live_deployments, report, run_in_process, steps
 
 

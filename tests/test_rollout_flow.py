@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tasks import clients
 from tests.rollout_support import fast_env, knobs, live_deployments, report, run_in_process, steps
-
-
-@pytest.fixture
-def ml(emulator):
-    return clients.ml_client(emulator.settings())
 
 
 def test_blue_then_green_then_blue_then_noop(emulator, prefect_api, monkeypatch, tmp_path, unique_name, ml):

@@ -9,8 +9,8 @@ import threading
 from pydantic import SecretStr
 
 from tasks import clients
-from tasks.endpoint import scoring_base
-from tasks.loadtest import BackgroundLoad, LoadSpec, Target
+from tasks.azureml.endpoint import scoring_base
+from tasks.loadtest.run import BackgroundLoad, LoadSpec, Destination
 from tests.rollout_support import fast_env, knobs, run_in_process
 
 
@@ -55,11 +55,11 @@ def test_no_failed_request_and_planned_shares_during_a_rollout(emulator, prefect
 
     settings = emulator.settings()
     ml = clients.ml_client(settings)
-    target = Target(scoring_base(ml.online_endpoints.get(endpoint)),
+    dest = Destination(scoring_base(ml.online_endpoints.get(endpoint)),
                     SecretStr(ml.online_endpoints.get_keys(endpoint).primary_key), None, clients.scoring_ca(settings))
     spec = LoadSpec(rate=20, max_concurrency=64, duration_s=3600, max_tokens=16, stream=True, model=settings.model_id)
     reports = tmp_path / "second"
-    with BackgroundLoad(target, spec) as load, TimelineWatch(reports, load) as watch:
+    with BackgroundLoad(dest, spec) as load, TimelineWatch(reports, load) as watch:
         status, second = run_in_process(monkeypatch, {**env, "R1_REPORTS_DIR": str(reports),
                                                       "R1_ENVIRONMENT_VARIABLES": knobs(seed=31)})
     run = load.stop()

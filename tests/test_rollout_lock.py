@@ -2,7 +2,11 @@
 
 import socket
 
-from tasks.rollout_lock import LOCK_TAG, Holder, blocking_holder, decode, me
+import pytest
+
+from tasks.rollout.lock import (
+    LOCK_TAG, Holder, RolloutLocked, acquire, blocking_holder, confirm, decode, me, releasable,
+)
 
 
 def tags(holder: Holder) -> dict[str, str]:
@@ -27,3 +31,17 @@ def test_no_or_garbled_lock_does_not_block():
     mine = me("run-b")
     assert blocking_holder({}, mine) is None
     assert decode("not json") is None and blocking_holder({LOCK_TAG: "{"}, mine) is None
+
+
+def test_acquire_confirm_and_release_decide_from_the_tags_alone():
+    mine = me("run-b", now=1000.0)
+    other = Holder("run-a", "other-host", 1, expires=2000.0)
+    assert acquire({"other": "x"}, mine, now=1000.0) == mine.encode()
+    with pytest.raises(RolloutLocked, match="run-a on other-host"):
+        acquire(tags(other), mine, now=1000.0)
+    confirm({LOCK_TAG: mine.encode()}, mine, now=1000.0)  # our write stuck
+    with pytest.raises(RolloutLocked, match="took the endpoint first"):
+        confirm(tags(other), mine, now=1000.0)  # another run wrote between our read and our write
+    assert releasable({LOCK_TAG: mine.encode()}, mine, now=1000.0)
+    assert not releasable(tags(other), mine, now=1000.0) and not releasable({"other": "x"}, mine, now=1000.0)
+    assert releasable(tags(Holder("run-a", "other-host", 1, expires=900.0)), mine, now=1000.0)  # stale

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from azure.ai.ml._restclient.arm_ml_service.models._enums import DeploymentProvisioningState
 
-from tasks.deployment import state_name
+from tasks.azureml.deployment import state_name
 from tests.rollout_support import knobs
 
 

@@ -3,7 +3,7 @@
 from azure.ai.ml.entities import EndpointAuthKeys, EndpointAuthToken
 from pydantic import SecretStr
 
-from tasks.scoring_auth import scoring_bearer
+from tasks.azureml.scoring import scoring_bearer
 
 
 def test_key_is_fetched_once_and_secret():

@@ -91,12 +91,37 @@ def test_dotenv_file_is_read(tmp_path):
         ({"R1_AUTOSCALE__MINIMUM": "4"}, "R1_AUTOSCALE", "minimum <= default <= maximum"),
         ({"R1_POLICY_WAIVERS": '[{"rule": "x", "reason": "because", "expires": "someday"}]'},
          "R1_POLICY_WAIVERS__EXPIRES", "date"),
+        # malformed JSON, and values that slipped through a check before
+        ({"R1_TRAFFIC_STEPS": "ten"}, "R1_TRAFFIC_STEPS", "'ten' is not valid JSON"),
+        ({"R1_TRAFFIC_STEPS": "[10,50,100]}"}, "R1_TRAFFIC_STEPS", "is not valid JSON (Extra data"),
+        ({"R1_TRAFFIC_STEPS": "[true,100]"}, "R1_TRAFFIC_STEPS", "valid integer"),
+        ({"R1_ENVIRONMENT_VARIABLES": "A=B"}, "R1_ENVIRONMENT_VARIABLES", "'A=B' is not valid JSON"),
+        ({"R1_ALLOWED_REGIONS": "swedencentral"}, "R1_ALLOWED_REGIONS", "is not valid JSON"),
+        ({"R1_VLLM__EXTRA_ARGS": "--seed 1"}, "R1_VLLM__EXTRA_ARGS", "is not valid JSON"),
+        ({"R1_ENDPOINT_NAME": "r1-prod\n"}, "R1_ENDPOINT_NAME", "single dashes"),
+        ({"R1_MODEL_ASSET": "r1:1\n"}, "R1_MODEL_ASSET", "explicit version"),
+        ({"R1_POLICY_WAIVERS": '[{"rule": "x", "reason": "   "}]'}, "R1_POLICY_WAIVERS__REASON", "at least 3"),
     ],
 )
 def test_each_invalid_value_names_its_variable(monkeypatch, env, variable, text):
     lines = problems(monkeypatch, **env)
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"{variable}: ") and text in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("env", [{"R1_ENDPOINT_NAME": "a" * 90_000}, {"R1_TRAFFIC_STEPS": "x" * 90_000},
+                                 {"R1_TRAFFIC_STEPS": "[" + "1," * 45_000 + "100]"}])
+def test_an_error_line_stays_short_whatever_was_pasted(monkeypatch, env):
+    lines = problems(monkeypatch, **env)
+    assert len(lines) == 1 and len(lines[0]) < 500, (len(lines[0]), lines[0][:120])
+
+
+def test_json_settings_still_decode(monkeypatch):
+    monkeypatch.setenv("R1_VLLM__EXTRA_ARGS", '["--seed", "1"]')
+    monkeypatch.setenv("R1_ENVIRONMENT_VARIABLES", '{"A": "B"}')
+    s = load_settings(traffic_steps=[20, 100])  # parameters (already decoded) pass as they are
+    assert s.vllm.extra_args == ["--seed", "1"] and s.environment_variables == {"A": "B"}
+    assert s.traffic_steps == [20, 100]
 
 
 def test_all_problems_are_reported_at_once(monkeypatch):
@@ -133,6 +158,10 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
         pytest.param({"R1_POLICY_WAIVERS": json.dumps([{"rule": "no-such-rule", "reason": "typo"}])}, ["--json"],
                      ["error: R1_POLICY_WAIVERS: unknown rule id(s) ['no-such-rule']"], marks=pytest.mark.slow),
         ({}, ["--deployment-yaml", "/nonexistent/d.yml"], ["error: /nonexistent/d.yml: no such file"]),
+        ({"R1_TRAFFIC_STEPS": "ten", "R1_ENVIRONMENT_VARIABLES": "A=B"}, [],
+         ["error: R1_TRAFFIC_STEPS: 'ten' is not valid", "error: R1_ENVIRONMENT_VARIABLES: 'A=B' is not valid JSON"]),
+        ({"R1_BAKE_SECONDS": "2"}, [], ["error: R1_BAKE_SECONDS=2 with R1_LOAD_GATE__BAKE_RATE=4 req/s gives the "
+                                        "new colour about 2.4 requests"]),
     ],
 )
 def test_cli_exits_2_with_one_line_per_problem(env, args, expected):

@@ -3,7 +3,7 @@
 import pytest
 
 from tasks.settings import Slo
-from tasks.slo import evaluate, evaluate_by_deployment, is_good
+from tasks.loadtest.slo import evaluate, evaluate_by_deployment, is_good
 from tests.loadtest_support import make_record
 
 SLO = Slo(ttft_p95_ms=500, tpot_p95_ms=50, max_error_rate=0.05, min_goodput=0.9, min_requests=20)

@@ -1,6 +1,6 @@
 """What the smoke step calls healthy and what it rejects, one answer at a time."""
 
-from tasks.smoke import chat_problems
+from tasks.rollout.smoke import chat_problems
 
 H = {"azureml-model-deployment": "green"}
 

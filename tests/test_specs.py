@@ -9,9 +9,9 @@ import pytest
 from azure.ai.ml import load_environment, load_online_deployment, load_online_endpoint
 from azure.ai.ml.entities import ManagedOnlineDeployment
 
-from tasks.policy_bundle import bundle_from_files, parse_dockerfile
+from tasks.policy.bundle import bundle_from_files, parse_dockerfile
 from tasks.settings import REPO_ROOT, load_settings
-from tasks.specs import (
+from tasks.plan.specs import (
     BAKED_MODEL_PATH,
     DEPLOYMENT_YML,
     DOCKERFILE,

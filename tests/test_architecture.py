@@ -1,0 +1,36 @@
+"""The house rules a grep can check: one client factory knows the target; the emulator stands alone."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_TEST = re.compile(r"\btarget\s*[!=]=")
+
+
+def sources(*folders: str) -> list[Path]:
+    return sorted(p for folder in folders for p in (REPO / folder).rglob("*.py"))
+
+
+def test_only_the_client_factory_compares_the_target():
+    offenders = [f"{p.relative_to(REPO)}:{n}" for p in sources("tasks", "flows", "bench")
+                 if p != REPO / "tasks" / "clients.py"
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if TARGET_TEST.search(line)]
+    assert offenders == []
+
+
+def test_the_emulator_imports_nothing_of_the_product():
+    offenders = []
+    for path in sources("emulator"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in ("tasks", "flows")]
+    assert offenders == []
+
+
+def test_flow_modules_stay_runbooks():
+    """A flow module holds the order of steps; the bodies live in tasks/ (the rollout was 494 lines)."""
+    assert len((REPO / "flows" / "rollout.py").read_text().splitlines()) <= 200
