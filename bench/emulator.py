@@ -27,6 +27,7 @@ from azure.ai.ml.entities import (  # noqa: E402
 from emulator import process  # noqa: E402
 from emulator.layout import StateDir  # noqa: E402
 from tasks import clients  # noqa: E402
+from tasks.loadtest.client import tls_context  # noqa: E402
 from tasks.settings import load_settings  # noqa: E402
 
 
@@ -48,9 +49,10 @@ def ready(state: StateDir, settings, endpoint: str, dep: str) -> None:
     import httpx
 
     url = ml.online_endpoints.get(endpoint).scoring_uri.removesuffix("/score") + "/v1/completions"
+    verify = tls_context(clients.scoring_ca(settings))
     while True:
         answer = httpx.post(url, json={"model": "m", "prompt": "hi", "max_tokens": 2},
-                            headers={"Authorization": f"Bearer {key}"}, verify=clients.scoring_ca(settings))
+                            headers={"Authorization": f"Bearer {key}"}, verify=verify)
         if answer.status_code == 200:
             return
         time.sleep(0.05)

@@ -26,7 +26,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tasks.loadtest import LoadSpec, Target, run_load, summarise  # noqa: E402
+from tasks.loadtest.run import LoadSpec, Destination, run_load, summarise  # noqa: E402
 from tests.fake_engine_process import fake_engine  # noqa: E402
 
 KNOBS = {"FAKE_ENGINE_REASONING_TOKENS": "4", "FAKE_ENGINE_ANSWER_TOKENS": "4", "FAKE_ENGINE_TOKENS_PER_S": "0"}
@@ -38,9 +38,9 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def measure(target: Target, spec: LoadSpec) -> dict:
+async def measure(dest: Destination, spec: LoadSpec) -> dict:
     before = cpu_s()
-    run = await run_load(target, spec)
+    run = await run_load(dest, spec)
     s = summarise(run.records, open_loop=spec.open_loop, target_rate=spec.rate)
     return {**s, "cpu_ms_per_req": (cpu_s() - before) * 1000 / max(1, len(run.records))}
 
@@ -59,8 +59,8 @@ async def main(seconds: float, rates: list[float]) -> None:
     p50, p99 = await wakeup_overshoot_ms()
     print(f"bare asyncio.sleep wake-up lateness: p50 {p50:.3f} ms, p99 {p99:.3f} ms")
     with fake_engine(KNOBS) as engine:
-        target = Target(engine.url)
-        await measure(target, LoadSpec(concurrency=4, requests=100, model="m"))  # warm the engine and imports
+        dest = Destination(engine.url)
+        await measure(dest, LoadSpec(concurrency=4, requests=100, model="m"))  # warm the engine and imports
         print(f"{'offered req/s':>13} {'achieved':>9} {'lag p50 ms':>10} {'lag p90 ms':>10} {'lag p99 ms':>10} "
               f"{'lag max ms':>10} "
               f"{'ok':>6} {'cpu ms/req':>10}")
@@ -68,7 +68,7 @@ async def main(seconds: float, rates: list[float]) -> None:
         for rate in rates:
             spec = LoadSpec(rate=rate, arrival="constant", requests=max(50, int(rate * seconds)), model="m",
                             max_tokens=8)
-            s = await measure(target, spec)
+            s = await measure(dest, spec)
             lag = s["send_lag_ms"]
             print(f"{rate:>13.0f} {s['achieved_rate']:>9.1f} {lag['p50']:>10.3f} {lag['p90']:>10.3f} "
                   f"{lag['p99']:>10.3f} "
@@ -78,7 +78,7 @@ async def main(seconds: float, rates: list[float]) -> None:
                     ceiling[q] = rate
         for q, rate in ceiling.items():
             print(f"ceiling (send-lag {q} < {LAG_LIMIT_MS} ms): {rate} req/s")
-        s = await measure(target, LoadSpec(concurrency=8, requests=int(200 * seconds), model="m", max_tokens=8))
+        s = await measure(dest, LoadSpec(concurrency=8, requests=int(200 * seconds), model="m", max_tokens=8))
         print(f"closed loop c8: {s['requests_per_s']:.0f} req/s, e2e p50 {s['e2e_ms']['p50']:.2f} ms, "
               f"client cpu {s['cpu_ms_per_req']:.2f} ms/req, concurrency mean {s['achieved_concurrency']['mean']}")
 

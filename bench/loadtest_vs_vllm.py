@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from emulator.engines.vllm import benchmark, ready_layout  # noqa: E402
 from emulator.engines.vllm.benchmark import run_serve_benchmark  # noqa: E402
-from tasks.loadtest import LoadSpec, Target, run_load, summarise  # noqa: E402
-from tasks.loadtest_spec import synthetic_prompt  # noqa: E402
+from tasks.loadtest.run import LoadSpec, Destination, run_load, summarise  # noqa: E402
+from tasks.loadtest.spec import synthetic_prompt  # noqa: E402
 from tests.loadtest_support import VLLM_ARGS, VLLM_MODEL, vllm_server  # noqa: E402
 
 MODEL = VLLM_MODEL
@@ -107,7 +107,7 @@ def ours(base: str, args: argparse.Namespace, words: int, **load) -> dict:
     spec = LoadSpec(api="completions", requests=args.num_prompts, warmup=8, prompt_tokens=words,
                     max_tokens=args.output_len, ignore_eos=True, model=MODEL, **load)
     cpu = self_cpu_s()
-    run = asyncio.run(run_load(Target(base), spec))
+    run = asyncio.run(run_load(Destination(base), spec))
     cpu = self_cpu_s() - cpu
     s = summarise(run.records, open_loop=spec.open_loop, target_rate=spec.rate)
     return {
