@@ -1,5 +1,6 @@
-"""``python -m emulator [--state-dir DIR] [--port 0] [--location L] [--realistic] [--detach]``
-and ``python -m emulator stop --state-dir DIR``. See docs/emulator.md."""
+"""``python -m emulator [--state-dir DIR] [--port 0] [--location L] [--realistic] [--detach]``,
+``python -m emulator stop --state-dir DIR`` and
+``python -m emulator principal add --state-dir DIR --role Reader [--scope ID]``. See docs/emulator.md."""
 
 from __future__ import annotations
 
@@ -38,7 +39,40 @@ def _run_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _principal(argv: list[str]) -> int:
+    """``principal add --role R [--scope S]``: a new principal of the state dir's tenant (see emulator/identity.py)."""
+    from emulator import identity
+    from emulator.layout import StateDir
+
+    p = argparse.ArgumentParser(prog="python -m emulator principal add",
+                                description="Add a principal with one role assignment; prints its ids as JSON. "
+                                            "Its client secret is written to DIR/secrets/clients/<client_id> (0600).")
+    p.add_argument("verb", choices=["add"])
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    p.add_argument("--role", required=True, choices=sorted(identity.ROLE_DEFINITIONS))
+    p.add_argument("--scope", help="where the role applies, an ARM id (default: the resource group in "
+                                    "connection.json, else /subscriptions/<default>/resourceGroups/rg-r1)")
+    p.add_argument("--name", default="")
+    args = p.parse_args(argv)
+    state = StateDir(args.state_dir.resolve())
+    if args.scope is None:
+        conn = process.connection(state) or {}
+        args.scope = (f"/subscriptions/{conn.get('subscription_id', '00000000-0000-0000-0000-000000000000')}"
+                      f"/resourceGroups/{conn.get('resource_group', 'rg-r1')}")
+    try:
+        principal, secret_file = identity.add_principal(state, args.role, args.scope, args.name)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"tenant_id": json.loads(state.identity.read_text())["tenant_id"],
+                      "client_id": principal.client_id, "object_id": principal.object_id, "role": args.role,
+                      "scope": args.scope, "secret_file": str(secret_file)}, indent=2))
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["principal"]:
+        return _principal(argv[1:])
     if argv[:1] == ["stop"]:
         p = argparse.ArgumentParser(prog="python -m emulator stop")
         p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)

@@ -1,6 +1,8 @@
-"""Loopback admin routes beside ARM: the local credential's token endpoint, faults, instances, health.
+"""Loopback admin routes beside ARM: faults, instances, health. Tokens come from the tenant
+(``emulator/entra.py``), as on Azure; principals are added with ``python -m emulator principal add``.
 
-All but health need the client secret from the state dir in the ``x-emulator-secret`` header.
+All but health need the default principal's client secret (``DIR/secrets/client_secret``) in the
+``x-emulator-secret`` header, checked before anything else is read.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from emulator import rules
 from emulator.arm import ControlPlane, error_response, read_json_body
 from emulator.faults import Faults
 from emulator.rules import ArmError
-from emulator.tokens import TokenError
 
 SECRET_HEADER = "x-emulator-secret"
 
@@ -26,20 +27,6 @@ def admin_routes(control: ControlPlane) -> list[Route]:
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
-
-    async def token(request: Request) -> Response:
-        try:
-            check_secret(request)
-            body = await read_json_body(request)
-            lifetime = body.get("lifetime_seconds", 3600)
-            if not isinstance(lifetime, int):
-                raise rules.bad_request("lifetime_seconds must be an integer.")
-            value, expires = control.issuer.issue(str(body.get("scope", "")), lifetime)
-        except ArmError as err:
-            return error_response(err)
-        except TokenError as err:
-            return error_response(rules.bad_request(str(err), code="invalid_scope"))
-        return JSONResponse({"access_token": value, "token_type": "Bearer", "expires_on": expires})
 
     async def faults(request: Request) -> Response:
         try:
@@ -64,7 +51,6 @@ def admin_routes(control: ControlPlane) -> list[Route]:
 
     return [
         Route("/_emulator/health", health, methods=["GET"]),
-        Route("/_emulator/token", token, methods=["POST"]),
         Route("/_emulator/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/_emulator/instances", instances, methods=["GET"]),
     ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from emulator import resources, rules
+from emulator import access, resources, rules
 from emulator.faults import FaultInjector
 from emulator.layout import StateDir
 from emulator.rules import ArmError
@@ -126,13 +126,13 @@ class ControlPlane:
 
     async def dispatch(self, request: Request) -> Response:
         path = request.url.path
+        refused = access.guard(self.issuer, request)  # 401 / 403 (or the caller's permissions) before all else
+        if refused is not None:
+            return refused
         fault = self.faults.next_error()
         if fault:
             status, code, headers = fault
             return error_response(ArmError(status, code, f"Injected fault: {code} ({status})."), headers)
-        if not self._authenticated(request):
-            return error_response(ArmError(401, "InvalidAuthenticationToken",
-                                           "The access token is missing, invalid, expired or for another audience."))
         matched_path = False
         for method, pattern, handler in self._routes:
             m = pattern.match(path)
@@ -149,10 +149,6 @@ class ControlPlane:
         if matched_path:
             return error_response(ArmError(405, "MethodNotAllowed", f"{request.method} is not supported on {path}."))
         return error_response(ArmError(404, "NoRegisteredProviderFound", f"The emulator does not serve {path}."))
-
-    def _authenticated(self, request: Request) -> bool:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and self.issuer.verify(token, self.issuer.management_audiences) is not None
 
     def _new_op(self, target: str, sub: str, done: bool, with_location: bool = False) -> dict[str, str]:
         if len(self._ops) >= _MAX_OPS:  # keep memory bounded: forget the oldest half

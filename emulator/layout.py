@@ -23,8 +23,9 @@ class StateDir:
     server_key = _under("tls/server.key")
     database = _under("state.sqlite")
     client_secret = _under("secrets/client_secret",
-                           "Shared secret a local credential presents to get tokens (0600, never logged).")
+                           "The default principal's client secret (0600, never logged); identity.json has its client id.")
     signing_key = _under("secrets/jwt_signing_key")
+    identity = _under("identity.json", "The tenant: principals (secret hashes only) and role assignments (0600).")
     lock = _under("emulator.lock")
     listeners = _under("listeners.json", "The ports of the last run, reused on restart when free.")
     log = _under("emulator.log")

@@ -27,6 +27,7 @@ from emulator.arm import ControlPlane
 from emulator.autoscaler import Autoscaler
 from emulator.certs import ensure_certificates
 from emulator.directory import Directory
+from emulator.entra import entra_routes
 from emulator.faults import FaultInjector, Faults
 from emulator.layout import StateDir, write_json_atomic
 from emulator.process import hold_lock, lock_lost
@@ -127,6 +128,7 @@ async def serve(opts: Options) -> None:
         control.scoring_base = f"https://127.0.0.1:{gateway_sock.getsockname()[1]}"
         arm_app = Starlette(routes=[
             *admin_routes(control),
+            *entra_routes(control.issuer),  # the Entra ID tenant MSAL signs in to (emulator/entra.py)
             Route("/{path:path}", control.dispatch, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
         ])
         servers = [(_uvicorn(arm_app, state), arm_sock),
@@ -148,6 +150,9 @@ async def serve(opts: Options) -> None:
                 "subscription_id": opts.subscription_id, "resource_group": opts.resource_group,
                 "workspace": opts.workspace, "location": opts.location,
                 "scoring_base": control.scoring_base, "pid": os.getpid(),
+                # the tenant and the default principal (its secret: secrets/client_secret, never here)
+                "tenant_id": control.issuer.tenant.tenant_id,
+                "client_id": control.issuer.tenant.default_principal.client_id,
             })
             log.info("emulator ready: ARM %s, scoring %s, state %s", arm_url, control.scoring_base, state.root)
             while not stop.is_set():

@@ -3,22 +3,21 @@
 ``R1_TARGET=azure``: public cloud clients with ``DefaultAzureCredential``.
 ``R1_TARGET=local``: the same SDK clients pointed at the emulator from its connection.json — custom
 cloud metadata (all six keys, a cloud name unique to the URL), the emulator's CA for TLS, fast LRO
-polling, and a credential that asks the emulator for tokens with the client secret in its state dir.
+polling, and azure-identity's own ``ClientSecretCredential`` signing in to the emulator's Entra ID
+tenant (authority = the emulator's URL) as the state dir's default principal, or as the principal the
+``AZURE_CLIENT_ID``/``AZURE_CLIENT_SECRET`` variables name when ``AZURE_TENANT_ID`` is the emulator's tenant.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ssl
+import os
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-from azure.core.credentials import AccessToken
 from pydantic import SecretStr
 
 from emulator import images as emulator_images, process
@@ -27,7 +26,6 @@ from tasks.azureml.image import ImageError, ImageSource, PrebuiltImages, is_pinn
 from tasks.settings import REPO_ROOT, Settings
 
 LOCAL_POLL_INTERVAL_S = 0.05
-_TOKEN_REFRESH_MARGIN_S = 300
 
 
 class EmulatorUnavailable(RuntimeError):
@@ -41,6 +39,8 @@ class Connection:
     location: str
     scoring_base: str
     state_dir: Path
+    tenant_id: str
+    client_id: str  # the default principal (Owner); its secret is DIR/secrets/client_secret (0600)
 
 
 def connection(settings: Settings) -> Connection:
@@ -53,7 +53,7 @@ def connection(settings: Settings) -> Connection:
             f"`python -m emulator --state-dir {state.root} --detach`"
         )
     return Connection(conn["arm_url"].rstrip("/"), conn["ca_cert"], conn["location"], conn["scoring_base"],
-                      state.root)
+                      state.root, conn["tenant_id"], conn["client_id"])
 
 
 def ensure_emulator(settings: Settings) -> Connection:
@@ -79,44 +79,25 @@ def _await_ready(state: StateDir, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-class EmulatorCredential:
-    """A TokenCredential that gets signed tokens from the emulator (its stand-in for Entra ID)."""
-
-    def __init__(self, arm_url: str, ca_cert: str, client_secret: SecretStr):
-        self._url = f"{arm_url}/_emulator/token"
-        self._verify = ssl.create_default_context(cafile=ca_cert)
-        self._secret = client_secret
-        self._cache: dict[str, AccessToken] = {}
-        self._lock = threading.Lock()
-
-    def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
-                  enable_cae: bool = False, **kwargs) -> AccessToken:
-        if len(scopes) != 1:
-            raise ValueError(f"exactly one scope is supported, got {len(scopes)}")
-        scope = scopes[0]
-        with self._lock:
-            cached = self._cache.get(scope)
-            if cached and cached.expires_on - _TOKEN_REFRESH_MARGIN_S > time.time():
-                return cached
-            response = httpx.post(
-                self._url, json={"scope": scope}, verify=self._verify, timeout=30, trust_env=False,
-                headers={"x-emulator-secret": self._secret.get_secret_value()},
-            )
-            if response.status_code != 200:
-                raise RuntimeError(f"the emulator refused a token for {scope!r}: HTTP {response.status_code} "
-                                   f"{response.json().get('error', {}).get('message', '')}")
-            body = response.json()
-            token = AccessToken(body["access_token"], int(body["expires_on"]))
-            self._cache[scope] = token
-            return token
-
-    def close(self) -> None:
-        """Nothing to release; present because azure-core calls it on some paths."""
+def _local_principal(conn: Connection) -> tuple[str, SecretStr]:
+    """(client id, secret) to sign in to the emulator's tenant with: the AZURE_* variables when they name
+    this tenant (as EnvironmentCredential reads them), else the state dir's default principal."""
+    if (os.environ.get("AZURE_TENANT_ID", "").lower() == conn.tenant_id.lower()
+            and os.environ.get("AZURE_CLIENT_ID") and os.environ.get("AZURE_CLIENT_SECRET")):
+        return os.environ["AZURE_CLIENT_ID"], SecretStr(os.environ["AZURE_CLIENT_SECRET"])
+    return conn.client_id, SecretStr(StateDir(conn.state_dir).client_secret.read_text().strip())
 
 
-def _local_credential(conn: Connection) -> EmulatorCredential:
-    secret = SecretStr(StateDir(conn.state_dir).client_secret.read_text().strip())
-    return EmulatorCredential(conn.arm_url, conn.ca_cert, secret)
+def _local_credential(conn: Connection):
+    """azure-identity's ClientSecretCredential against the emulator's tenant; the secret is unwrapped only here."""
+    from azure.identity import ClientSecretCredential
+
+    client_id, secret = _local_principal(conn)
+    return ClientSecretCredential(
+        conn.tenant_id, client_id, secret.get_secret_value(), authority=conn.arm_url,
+        disable_instance_discovery=True,  # else MSAL asks login.microsoftonline.com first
+        connection_verify=conn.ca_cert,
+    )
 
 
 def credential(settings: Settings):
@@ -170,6 +151,17 @@ def ml_client(settings: Settings):
         connection_verify=conn.ca_cert,
         polling_interval=LOCAL_POLL_INTERVAL_S,
     )
+
+
+def authorization_client(settings: Settings):
+    """``AuthorizationManagementClient``: what the caller may do (``permissions.list_for_resource...``)."""
+    from azure.mgmt.authorization import AuthorizationManagementClient
+
+    if settings.target == "azure":
+        return AuthorizationManagementClient(credential(settings), settings.subscription_id)
+    conn = connection(settings)
+    return AuthorizationManagementClient(_local_credential(conn), settings.subscription_id, base_url=conn.arm_url,
+                                         connection_verify=conn.ca_cert)
 
 
 def monitor_client(settings: Settings):

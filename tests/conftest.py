@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -40,8 +42,18 @@ def _no_dotenv(monkeypatch, tmp_path):
 
 # ---- emulator fixtures (docs/emulator.md) -------------------------------------------------------
 
+@dataclass(frozen=True)
+class Principal:
+    """A principal of an emulator's tenant (``EmulatorHandle.add_principal``)."""
+
+    client_id: str
+    object_id: str
+    secret: Any  # pydantic SecretStr
+
+
 class EmulatorHandle:
-    """A running emulator process for a state dir, plus its admin routes (faults, tokens, instances)."""
+    """A running emulator process for a state dir, its admin routes (faults, instances) and its tenant
+    (principals with roles, their credentials)."""
 
     def __init__(self, state_dir):
         from emulator.layout import StateDir
@@ -69,16 +81,54 @@ class EmulatorHandle:
         return httpx.request(method, self.conn["arm_url"] + path, json=json, verify=self.tls(),
                              headers={"x-emulator-secret": secret}, trust_env=False, timeout=30)
 
-    def arm_client(self):
+    def arm_client(self, credential=None):
         """A raw ARM client (an ``httpx.Client`` on the ARM URL with a management bearer token), for calls the
-        SDK would not make or would check locally first; close it (or use it in ``with``)."""
+        SDK would not make or would check locally first; close it (or use it in ``with``). The token comes from
+        ``credential`` (default: the factory's, the state dir's Owner)."""
         import httpx
 
         from tasks import clients
 
-        token = clients.credential(self.settings()).get_token(self.conn["arm_url"] + "/.default").token
+        credential = credential or clients.credential(self.settings())
+        token = credential.get_token(self.conn["arm_url"] + "/.default").token
         return httpx.Client(base_url=self.conn["arm_url"], verify=self.tls(), trust_env=False,
                             headers={"Authorization": f"Bearer {token}"})
+
+    def add_principal(self, role: str, scope: str | None = None):
+        """A new principal of the emulator's tenant with ``role`` at ``scope`` (default: the resource group
+        in connection.json), as ``python -m emulator principal add`` makes one; its secret is a SecretStr."""
+        from pydantic import SecretStr
+
+        from emulator import identity
+
+        conn = self.conn
+        scope = scope or f"/subscriptions/{conn['subscription_id']}/resourceGroups/{conn['resource_group']}"
+        principal, secret_file = identity.add_principal(self.state, role, scope)
+        return Principal(principal.client_id, principal.object_id, SecretStr(secret_file.read_text().strip()))
+
+    def credential(self, principal=None, secret: str | None = None):
+        """azure-identity's ClientSecretCredential on the emulator's tenant (default: the Owner of the state dir)."""
+        from azure.identity import ClientSecretCredential
+
+        conn = self.conn
+        client_id = principal.client_id if principal else conn["client_id"]
+        if secret is None:
+            secret = (principal.secret.get_secret_value() if principal
+                      else self.state.client_secret.read_text().strip())
+        return ClientSecretCredential(conn["tenant_id"], client_id, secret, authority=conn["arm_url"],
+                                      disable_instance_discovery=True, connection_verify=conn["ca_cert"])
+
+    def environ(self, principal) -> dict[str, str]:
+        """The AZURE_* variables with which EnvironmentCredential (and the client factory) sign in as ``principal``."""
+        conn = self.conn
+        return {"AZURE_TENANT_ID": conn["tenant_id"], "AZURE_CLIENT_ID": principal.client_id,
+                "AZURE_CLIENT_SECRET": principal.secret.get_secret_value(), "AZURE_AUTHORITY_HOST": conn["arm_url"]}
+
+    def mint(self, scope: str, lifetime_seconds: int = 3600) -> str:
+        """A token signed with the state dir's key, for a lifetime no tenant hands out (e.g. 0: expired)."""
+        from emulator.tokens import Issuer
+
+        return Issuer(self.state, self.conn["arm_url"]).issue(scope, lifetime_seconds)[0]
 
     def set_faults(self, **faults) -> None:
         response = self.admin("POST", "/_emulator/faults", json=faults)

@@ -1,5 +1,6 @@
 """The client factory: the only place that knows the target. Local clients come from a running
-emulator's connection.json; Azure clients from the public cloud; tokens come from the emulator."""
+emulator's connection.json; Azure clients from the public cloud; tokens come from the emulator's Entra ID
+tenant through azure-identity's own ClientSecretCredential."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def pretend_emulator(tmp_path):
         state.connection.write_text(json.dumps({
             "arm_url": f"https://127.0.0.1:{port}", "ca_cert": str(state.ca_cert),
             "subscription_id": "sub", "resource_group": "rg", "workspace": "ws", "location": "swedencentral",
-            "scoring_base": f"https://127.0.0.1:{port + 1}", "pid": os.getpid()}))
+            "scoring_base": f"https://127.0.0.1:{port + 1}", "pid": os.getpid(),
+            "tenant_id": "11111111-2222-3333-4444-555555555555", "client_id": "c1"}))
         return state
 
     locks = []
@@ -69,14 +71,25 @@ def test_local_scoring_ca_and_monitor_client(pretend_emulator):
     assert clients.scoring_ca(settings).endswith("ca.pem")
     monitor = clients.monitor_client(settings)
     assert monitor._client._base_url == "https://127.0.0.1:41021"
-    assert isinstance(clients.credential(settings), clients.EmulatorCredential)
+    from azure.identity import ClientSecretCredential
 
-
-def test_the_credential_keeps_its_secret_secret(pretend_emulator):
-    settings = pretend_emulator(41031)
     credential = clients.credential(settings)
-    assert "s3cret-value" not in repr(vars(credential))
-    assert isinstance(credential._secret, SecretStr)
+    assert isinstance(credential, ClientSecretCredential)
+    assert credential._client_id == "c1" and credential._tenant_id == "11111111-2222-3333-4444-555555555555"
+    assert clients.authorization_client(settings)._client._base_url == "https://127.0.0.1:41021"
+
+
+def test_the_secret_is_unwrapped_only_for_the_credential(pretend_emulator, monkeypatch):
+    settings = pretend_emulator(41031)
+    client_id, secret = clients._local_principal(clients.connection(settings))
+    assert client_id == "c1" and isinstance(secret, SecretStr) and "s3cret-value" not in repr(secret)
+    # the AZURE_* variables count only when they name this emulator's tenant (never a real one's)
+    monkeypatch.setenv("AZURE_CLIENT_ID", "other")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "other-secret")
+    monkeypatch.setenv("AZURE_TENANT_ID", "a-real-tenant")
+    assert clients._local_principal(clients.connection(settings))[0] == "c1"
+    monkeypatch.setenv("AZURE_TENANT_ID", "11111111-2222-3333-4444-555555555555")
+    assert clients._local_principal(clients.connection(settings))[0] == "other"
 
 
 def test_azure_target_uses_the_public_cloud(monkeypatch):
@@ -103,13 +116,15 @@ def test_stale_connection_file_after_a_crash_is_not_trusted(tmp_path):
 
 
 def test_credential_gets_and_caches_emulator_tokens(emulator):
+    from azure.core.exceptions import ClientAuthenticationError
+
     settings = emulator.settings()
     credential = clients.credential(settings)
     scope = emulator.conn["arm_url"] + "/.default"
     token = credential.get_token(scope)
-    assert credential.get_token(scope) is token  # cached until close to expiry
+    assert credential.get_token(scope).token == token.token  # MSAL's cache: no second request
     assert credential.get_token("https://ml.azure.com/.default").token != token.token
-    with pytest.raises(RuntimeError, match="refused a token") as err:
+    with pytest.raises(ClientAuthenticationError, match="AADSTS70011") as err:
         credential.get_token("https://vault.azure.net/.default")
     assert settings.emulator_state_dir.joinpath("secrets/client_secret").read_text().strip() not in str(err.value)
 

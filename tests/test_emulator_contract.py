@@ -135,9 +135,8 @@ def test_aad_token_endpoint(emulator, ml, unique_name, fake_deployment):
 
     management = clients.credential(settings).get_token(emulator.conn["arm_url"] + "/.default").token
     assert score(ep, management, ca, deployment="blue").status_code == 401  # wrong audience
-    expired = emulator.admin("POST", "/_emulator/token",
-                             json={"scope": "https://ml.azure.com/.default", "lifetime_seconds": 0}).json()
-    assert score(ep, expired["access_token"], ca, deployment="blue").status_code == 401
+    expired = emulator.mint("https://ml.azure.com/.default", lifetime_seconds=0)
+    assert score(ep, expired, ca, deployment="blue").status_code == 401
     ml.online_endpoints.begin_delete(name).result()
 
 
@@ -147,19 +146,10 @@ def test_arm_refuses_calls_without_an_emulator_token(emulator):
         response = httpx.get(url, headers=headers, verify=emulator.tls(), trust_env=False)
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "InvalidAuthenticationToken"
-    scoring = emulator.admin("POST", "/_emulator/token", json={"scope": "https://ml.azure.com/.default"}).json()
-    response = httpx.get(url, headers={"Authorization": f"Bearer {scoring['access_token']}"},
+    scoring = emulator.credential().get_token("https://ml.azure.com/.default").token
+    response = httpx.get(url, headers={"Authorization": f"Bearer {scoring}"},
                          verify=emulator.tls(), trust_env=False)
     assert response.status_code == 401  # a scoring token cannot manage
-
-
-def test_token_route_needs_the_client_secret_and_a_known_scope(emulator):
-    url = emulator.conn["arm_url"] + "/_emulator/token"
-    bad = httpx.post(url, json={"scope": "https://ml.azure.com/.default"}, verify=emulator.tls(),
-                     headers={"x-emulator-secret": "wrong"}, trust_env=False)
-    assert bad.status_code == 401
-    unknown = emulator.admin("POST", "/_emulator/token", json={"scope": "https://vault.azure.net/.default"})
-    assert unknown.status_code == 400 and "not served" in unknown.json()["error"]["message"]
 
 
 def test_paths_are_case_insensitive_and_any_api_version(arm):
