@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from emulator import access, resources, rules
+from emulator import access, bodies, resources, rules
 from emulator.faults import FaultInjector
 from emulator.layout import StateDir
 from emulator.rules import ArmError
@@ -60,16 +60,8 @@ def error_response(err: ArmError, headers: dict[str, str] | None = None) -> JSON
 
 
 async def read_json_body(request: Request) -> dict:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise rules.bad_request("The request body is not valid JSON.", code="InvalidRequestContent") from None
-    if not isinstance(body, dict):
-        raise rules.bad_request("The request body must be a JSON object.", code="InvalidRequestContent")
-    return body
+    """The body as a JSON object, size-capped and parsed off the loop when big (emulator/bodies.py)."""
+    return await bodies.read_json(request)
 
 
 @dataclass
@@ -220,6 +212,7 @@ class ControlPlane:
         return JSONResponse(self._present(self._endpoint(sub, rg, ws, ep)))
 
     async def put_endpoint(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
+        bodies.endpoint(body)
         rules.check_name("endpoint", ep)
         wid = resources.workspace_id(sub, rg, ws)
         eid = f"{wid}/onlineEndpoints/{ep}"
@@ -267,6 +260,7 @@ class ControlPlane:
         return JSONResponse({"primaryKey": primary, "secondaryKey": secondary})
 
     async def regenerate_keys(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
+        bodies.regenerate_keys(body)
         endpoint = self._key_endpoint(sub, rg, ws, ep, "Key")
         which = str(body.get("keyType", "")).lower()
         if which not in ("primary", "secondary"):
@@ -314,6 +308,7 @@ class ControlPlane:
         return used
 
     async def put_deployment(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
+        bodies.deployment(body)
         endpoint = self._endpoint(sub, rg, ws, ep)
         rules.check_name("deployment", dep)
         did = f"{endpoint['id']}/deployments/{dep}"
@@ -379,6 +374,7 @@ class ControlPlane:
         return Response(status_code=202, headers=self._new_op(did, sub, done=True, with_location=True))
 
     async def get_logs(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
+        bodies.get_logs(body)
         endpoint = self._endpoint(sub, rg, ws, ep)
         found = self.store.get(f"{endpoint['id']}/deployments/{dep}")
         if found is None:
@@ -408,6 +404,7 @@ class ControlPlane:
     # ---- environment and model versions --------------------------------------------------
 
     async def put_asset(self, body: dict, sub: str, rg: str, ws: str, kind: str, name: str, version: str) -> Response:
+        bodies.asset(body)
         wid = resources.workspace_id(sub, rg, ws)
         segment = "environments" if kind.lower() == "environments" else "models"
         aid = f"{wid}/{segment}/{name}/versions/{version}"
@@ -441,6 +438,7 @@ class ControlPlane:
         return JSONResponse(found)
 
     async def put_autoscale(self, body: dict, sub: str, rg: str, name: str) -> Response:
+        bodies.autoscale(body)
         aid = self._autoscale_id(sub, rg, name)
         existing = self.store.get(aid)
         new = resources.autoscale(existing["id"] if existing else aid, name, self.location, body)
@@ -448,6 +446,7 @@ class ControlPlane:
         return JSONResponse(new, 201 if existing is None else 200)
 
     async def patch_autoscale(self, body: dict, sub: str, rg: str, name: str) -> Response:
+        bodies.autoscale(body)
         aid = self._autoscale_id(sub, rg, name)
         existing = self.store.get(aid)
         if existing is None:
