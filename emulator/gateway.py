@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -18,7 +19,7 @@ from http import HTTPStatus
 from typing import Any, NamedTuple
 
 from emulator.gateway_routing import GatewayError, choose_route, engine_path, split_scoring_path
-from emulator.gateway_upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from emulator.gateway_upstream import InvalidUpstreamRequest, UpstreamError, UpstreamPool, UpstreamResponse
 from emulator.scoring_directory import DeploymentView, ScoringDirectory
 
 # Azure does not document the scoring payload limit we could verify; 1.5 MiB is the figure in
@@ -36,6 +37,9 @@ DROPPED_REQUEST_HEADERS = frozenset(
 DROPPED_RESPONSE_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"date", b"server", DEPLOYMENT_HEADER.encode()}
 )
+
+# A decoded path holding these (``%00``, ``%0D%0A``) is refused as a front end would, before anything else.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -113,10 +117,13 @@ class ScoringGateway:
 
     async def _score(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         path = scope["path"]
+        if _CONTROL_CHARACTERS.search(path):
+            raise GatewayError(400, "The request path contains control characters.")
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root):]
-        name, rest = split_scoring_path(path)
+        name, _ = split_scoring_path(path)
+        rest = _raw_rest(scope, root)
         endpoint = self._directory.endpoint(name)
         if endpoint is None:
             raise GatewayError(404, f"Endpoint '{name}' not found.")
@@ -184,12 +191,30 @@ class ScoringGateway:
 
     async def _forward(self, instance: str, exchange: Exchange, deployment: DeploymentView, request_id: str,
                        receive: Receive, send: Send) -> None:
+        """Run the exchange with the engine while watching the client: a client that goes away (streaming
+        or not) cancels it, which closes the engine connection and frees the in-flight slot at once."""
+        gone = asyncio.ensure_future(_client_gone(receive))
+        work = asyncio.ensure_future(self._exchange(instance, exchange, deployment, request_id, send))
+        try:
+            await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.wait((work,))
+        if not work.cancelled():
+            work.result()  # the gateway's own answers (GatewayError) are raised here
+
+    async def _exchange(self, instance: str, exchange: Exchange, deployment: DeploymentView, request_id: str,
+                        send: Send) -> None:
         deadline = asyncio.get_running_loop().time() + deployment.request_timeout_ms / 1000
         try:
             async with asyncio.timeout_at(deadline):
                 response = await self._upstream.request(instance, *exchange)
         except TimeoutError:
             raise _timeout(deployment) from None
+        except InvalidUpstreamRequest as err:
+            raise GatewayError(400, f"The request cannot be forwarded: {err}") from None
         except UpstreamError:
             raise GatewayError(502, f"The instance of deployment '{deployment.name}' failed to answer.") from None
         extra = [(DEPLOYMENT_HEADER.encode(), deployment.name.encode()), (b"x-request-id", request_id.encode())]
@@ -197,7 +222,7 @@ class ScoringGateway:
             if not 200 <= response.status < 300:
                 await self._model_error(response, deadline, extra, send)
             else:
-                await self._stream(response, deadline, deployment, extra, receive, send)
+                await self._stream(response, deadline, deployment, extra, send)
         finally:
             response.close()
 
@@ -220,11 +245,10 @@ class ScoringGateway:
         await _send_whole(send, 424, body, headers)
 
     async def _stream(self, response: UpstreamResponse, deadline: float, deployment: DeploymentView,
-                      extra: list[tuple[bytes, bytes]], receive: Receive, send: Send) -> None:
+                      extra: list[tuple[bytes, bytes]], send: Send) -> None:
         headers = [(k, v) for k, v in response.headers if k not in DROPPED_RESPONSE_HEADERS]
         is_sse = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
         started = False
-        disconnected = asyncio.ensure_future(receive()) if is_sse else None
         try:
             async with asyncio.timeout_at(deadline):
                 chunks = response.chunks()
@@ -233,9 +257,6 @@ class ScoringGateway:
                 started = True
                 await send({"type": "http.response.body", "body": first, "more_body": True})
                 async for chunk in chunks:
-                    if disconnected is not None and disconnected.done() and \
-                            disconnected.result()["type"] == "http.disconnect":
-                        return  # the client went away: stop reading the engine
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         except (TimeoutError, UpstreamError) as err:
@@ -246,9 +267,6 @@ class ScoringGateway:
                 raise GatewayError(502, f"The instance of deployment '{deployment.name}' failed mid-response.") from None
             if is_sse:
                 await self._abort_event(send, status, deployment)
-        finally:
-            if disconnected is not None:
-                disconnected.cancel()
 
     @staticmethod
     async def _abort_event(send: Send, status: int, deployment: DeploymentView) -> None:
@@ -285,6 +303,22 @@ class ScoringGateway:
         task = asyncio.ensure_future(mirror())
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
+
+
+async def _client_gone(receive: Receive) -> None:
+    """Returns once the client has disconnected (the request body has been read by then)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _raw_rest(scope: Scope, root: str) -> str:
+    """What follows ``/endpoints/{name}/`` as the client sent it (still percent-encoded), so the engine gets the
+    path it was sent; latin-1 keeps every byte."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    if root and raw.startswith(root.encode()):
+        raw = raw[len(root.encode()):]
+    parts = raw.split(b"/", 3)
+    return parts[3].decode("latin-1") if len(parts) == 4 else ""
 
 
 def _timeout(deployment: DeploymentView) -> GatewayError:

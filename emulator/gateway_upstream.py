@@ -24,6 +24,10 @@ class UpstreamError(Exception):
     """The instance could not be reached or broke off its answer."""
 
 
+class InvalidUpstreamRequest(ValueError):
+    """The request cannot be written as HTTP/1.1 (a target or header h11 refuses); nothing was sent."""
+
+
 class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
@@ -127,8 +131,11 @@ class UpstreamPool:
         """Send a request and wait for the response head. A pooled connection that dies without
         answering a single byte (an instance restarted behind it) is replaced once."""
         key, host = _address(base_url)
-        request = h11.Request(method=method, target=target,
-                              headers=[(b"host", host), (b"content-length", str(len(body)).encode()), *headers])
+        try:
+            request = h11.Request(method=method, target=target,
+                                  headers=[(b"host", host), (b"content-length", str(len(body)).encode()), *headers])
+        except h11.LocalProtocolError as err:
+            raise InvalidUpstreamRequest(str(err)) from None
         retried = False
         while True:
             connection, reused = await self._connection(key)
