@@ -29,6 +29,7 @@ from emulator.certs import ensure_certificates
 from emulator.directory import Directory
 from emulator.entra import entra_routes
 from emulator.faults import FaultInjector, Faults
+from emulator.http_limits import HeaderTimeoutProtocol
 from emulator.layout import StateDir, write_json_atomic
 from emulator.process import hold_lock, lock_lost
 from emulator.store import Store
@@ -104,7 +105,7 @@ def _previous_ports(state: StateDir) -> tuple[int | None, int | None]:
 def _uvicorn(app, state: StateDir) -> _Server:
     return _Server(uvicorn.Config(
         app, ssl_certfile=str(state.server_cert), ssl_keyfile=str(state.server_key),
-        log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30,
+        log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30, http=HeaderTimeoutProtocol,
         timeout_graceful_shutdown=1,
     ))
 
