@@ -27,6 +27,7 @@ from emulator.arm import ControlPlane
 from emulator.autoscaler import Autoscaler
 from emulator.certs import ensure_certificates
 from emulator.directory import Directory
+from emulator.integrity import check_database, quarantine_damaged
 from emulator.entra import entra_routes
 from emulator.faults import FaultInjector, Faults
 from emulator.http_limits import HeaderTimeoutProtocol
@@ -122,7 +123,9 @@ async def serve(opts: Options) -> None:
         arm_url = f"https://127.0.0.1:{arm_sock.getsockname()[1]}"
         write_json_atomic(state.listeners, {"arm": arm_sock.getsockname()[1],
                                             "gateway": gateway_sock.getsockname()[1]})
+        check_database(state)  # refuses to start on a lost or unreadable database
         store = Store(state.database)
+        quarantine_damaged(store)
         faults = FaultInjector(Faults.model_validate_json(os.environ.get(FAULTS_ENV) or "{}"))
         control = ControlPlane(state, store, Issuer(state, arm_url), faults, opts.location,
                                opts.gpu_quota_cores, opts.realistic)

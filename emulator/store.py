@@ -7,6 +7,7 @@ Endpoint keys live in their own table: this file is the emulator's key store.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,11 +28,21 @@ CREATE TABLE IF NOT EXISTS endpoint_keys (
     primary_key TEXT NOT NULL,
     secondary_key TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS quarantine (  -- damaged rows set aside at start (emulator/integrity.py)
+    id TEXT, kind TEXT, parent TEXT, name TEXT, body TEXT,
+    reason TEXT NOT NULL,
+    quarantined_at TEXT NOT NULL
+);
 """
 
 
 class Store:
     def __init__(self, path: Path):
+        # The key store is the owner's only, like secrets/: SQLite gives -wal and -shm the main file's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if file.exists():
+                file.chmod(0o600)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -40,6 +51,27 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def raw_rows(self) -> list[tuple[str, str, object]]:
+        """(id, kind, body) of every resource row as stored, for the start-up integrity check."""
+        return self._db.execute("SELECT id, kind, body FROM resources ORDER BY rowid").fetchall()
+
+    def raw_keys(self) -> list[tuple[object, object, object]]:
+        return self._db.execute("SELECT endpoint, primary_key, secondary_key FROM endpoint_keys").fetchall()
+
+    def quarantine(self, resource_id: str, reason: str) -> int:
+        """Move a damaged row, the rows under it and its keys to the quarantine table; the number moved."""
+        with self.transaction():
+            moved = self._db.execute(
+                "INSERT INTO quarantine SELECT id, kind, parent, name, body, "
+                "CASE WHEN id = ?1 THEN ?2 ELSE 'its parent ' || ?1 || ' was quarantined' END, "
+                "datetime('now') FROM resources WHERE id = ?1 OR parent = ?1", (resource_id, reason)).rowcount
+            self._db.execute("DELETE FROM resources WHERE id = ?1 OR parent = ?1", (resource_id,))
+            moved += self._db.execute(
+                "INSERT INTO quarantine SELECT endpoint, 'endpoint_keys', '', '', NULL, ?2, datetime('now') "
+                "FROM endpoint_keys WHERE endpoint = ?1", (resource_id, reason)).rowcount
+            self._db.execute("DELETE FROM endpoint_keys WHERE endpoint = ?1", (resource_id,))
+        return moved
 
     def on_change(self, listener: Callable[[], None]) -> None:
         self._listeners.append(listener)
