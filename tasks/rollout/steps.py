@@ -19,6 +19,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from tasks.azureml import access
 from tasks.azureml.autoscale import autoscale_name, build_autoscale
 from tasks.azureml.deployment import delete_deployment, desired_deployment, fetch_logs, spec_hash, start_deployment, wait_ready
 from tasks.azureml.endpoint import ensure_endpoint, read_live_state, scoring_base, set_traffic, update_tags
@@ -74,6 +75,9 @@ def preflight(ml: Any, s: Settings, images: ImageSource) -> tuple[str, StepResul
     problem = bake.unjudgeable_bake(s)
     if problem:
         raise Refused(problem)
+    denied = access.refusal(s)  # RBAC: the actions the rollout needs, from the caller's own permissions
+    if denied:
+        raise Refused(denied)
     location = (ml.workspaces.get(s.workspace).location or "").lower()
     if location not in s.allowed_regions:
         raise Refused(f"workspace {s.workspace} is in {location!r}, outside R1_ALLOWED_REGIONS {s.allowed_regions}")
