@@ -1,8 +1,9 @@
 """The ARM control plane: the slice of Azure Resource Manager that azure-ai-ml and azure-mgmt-monitor use.
 
-Paths are matched case-insensitively and any api-version is accepted. Long-running operations
-answer with ``Azure-AsyncOperation`` (+ ``Location`` for deletes and actions); polls report the
-real state at once, with a fractional Retry-After only on InProgress polls (never on a 202).
+Paths are matched case-insensitively; the api-version must be one of ``emulator/api_versions.py``;
+one subscription / resource group / workspace exists. Long-running operations answer with
+``Azure-AsyncOperation`` (+ ``Location`` for deletes, PATCHes and actions); polls report the real
+state at once (operations are kept in SQLite, so their URLs survive a restart).
 Every ARM call needs a bearer token this emulator issued for a management audience.
 """
 
@@ -14,12 +15,12 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from contextvars import ContextVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from emulator import access, bodies, resources, rules
+from emulator import access, api_versions, bodies, resources, rules
 from emulator.faults import FaultInjector
 from emulator.layout import StateDir
 from emulator.rules import ArmError
@@ -37,10 +38,13 @@ _DEP = _EP + r"/deployments/(?P<dep>[^/]+)"
 _ASSET = _WS + r"/(?P<kind>environments|models)/(?P<name>[^/]+)/versions/(?P<version>[^/]+)"
 _AUTOSCALE = (r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
               r"/providers/microsoft\.insights/autoscalesettings")
+_AUTOSCALE_SUB = r"/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.insights/autoscalesettings"
 _OPS = (r"/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.machinelearningservices"
         r"/locations/(?P<loc>[^/]+)/(?P<which>mfeoperationsstatus|mfeoperationresults)/(?P<op>[^/]+)")
 _OP_API = "api-version=2023-04-01-preview"
 _MAX_OPS = 10_000
+_SUBSCRIPTION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+_QUERY: ContextVar[dict[str, str]] = ContextVar("arm_query", default={})  # the request's query, for handlers
 
 
 _MODEL_ID = re.compile(_WS + r"/models/[^/]+/versions/[^/]+$", re.IGNORECASE)
@@ -64,26 +68,19 @@ async def read_json_body(request: Request) -> dict:
     return await bodies.read_json(request)
 
 
-@dataclass
-class Operation:
-    target: str
-    status: str = "InProgress"  # InProgress | Succeeded | Failed | Canceled
-    error: tuple[str, str] | None = None
-    ready_at: float = 0.0  # --realistic pacing: InProgress until then
-    started: str = ""
-
-
 class ControlPlane:
     def __init__(self, state: StateDir, store: Store, issuer: Issuer, faults: FaultInjector,
-                 location: str, gpu_quota_cores: int, realistic: bool):
+                 location: str, gpu_quota_cores: int, realistic: bool,
+                 scope: tuple[str, str, str] = ("00000000-0000-0000-0000-000000000000", "rg-r1", "ws-r1")):
         self.state, self.store, self.issuer, self.faults = state, store, issuer, faults
         self.location = location
+        self.subscription_id, self.resource_group, self.workspace = scope  # the one workspace served
         self.gpu_quota_cores = gpu_quota_cores
         self.realistic = realistic
         self.scoring_base = ""
         self.version = 0  # bumped on every change the gateway may care about
         self.runtime = Runtime(state.instance_logs, self._on_outcome, self._changed)
-        self._ops: dict[str, Operation] = {}
+        self._paced: dict[str, float] = {}  # --realistic: operation id -> InProgress until (monotonic)
         store.on_change(self._changed)
         self._routes: list[tuple[str, re.Pattern, Callable[..., Awaitable[Response]]]] = [
             (m, re.compile(p + r"/?$", re.IGNORECASE), h) for m, p, h in [
@@ -91,6 +88,7 @@ class ControlPlane:
                 ("GET", _WS + "/onlineendpoints", self.list_endpoints),
                 ("PUT", _EP, self.put_endpoint),
                 ("GET", _EP, self.get_endpoint),
+                ("PATCH", _EP, self.patch_endpoint),
                 ("DELETE", _EP, self.delete_endpoint),
                 ("POST", _EP + "/listkeys", self.list_keys),
                 ("POST", _EP + "/regeneratekeys", self.regenerate_keys),
@@ -98,11 +96,15 @@ class ControlPlane:
                 ("GET", _EP + "/deployments", self.list_deployments),
                 ("PUT", _DEP, self.put_deployment),
                 ("GET", _DEP, self.get_deployment),
+                ("PATCH", _DEP, self.patch_deployment),
                 ("DELETE", _DEP, self.delete_deployment),
                 ("POST", _DEP + "/getlogs", self.get_logs),
+                ("GET", _DEP + "/skus", self.list_deployment_skus),
                 ("PUT", _ASSET, self.put_asset),
                 ("GET", _ASSET, self.get_asset),
+                ("DELETE", _ASSET, self.delete_asset),
                 ("GET", _AUTOSCALE, self.list_autoscale),
+                ("GET", _AUTOSCALE_SUB, self.list_autoscale_in_subscription),
                 ("PUT", _AUTOSCALE + r"/(?P<name>[^/]+)", self.put_autoscale),
                 ("GET", _AUTOSCALE + r"/(?P<name>[^/]+)", self.get_autoscale),
                 ("PATCH", _AUTOSCALE + r"/(?P<name>[^/]+)", self.patch_autoscale),
@@ -125,6 +127,11 @@ class ControlPlane:
         if fault:
             status, code, headers = fault
             return error_response(ArmError(status, code, f"Injected fault: {code} ({status})."), headers)
+        try:
+            api_versions.check(path, request.query_params.get("api-version"))
+        except ArmError as err:
+            return error_response(err)
+        _QUERY.set(dict(request.query_params))
         matched_path = False
         for method, pattern, handler in self._routes:
             m = pattern.match(path)
@@ -134,6 +141,7 @@ class ControlPlane:
             if method != request.method:
                 continue
             try:
+                self._check_parents(**m.groupdict())
                 body = await read_json_body(request) if method in ("PUT", "POST", "PATCH") else {}
                 return await handler(body, **m.groupdict())
             except ArmError as err:
@@ -142,14 +150,30 @@ class ControlPlane:
             return error_response(ArmError(405, "MethodNotAllowed", f"{request.method} is not supported on {path}."))
         return error_response(ArmError(404, "NoRegisteredProviderFound", f"The emulator does not serve {path}."))
 
+    def _check_parents(self, sub: str | None = None, rg: str | None = None, ws: str | None = None,
+                       **_: str) -> None:
+        """The emulator serves one subscription / resource group / workspace: any other is missing,
+        answered as ARM does, and nothing can be created under it."""
+        if sub is not None and not _SUBSCRIPTION_ID.match(sub):
+            raise ArmError(400, "InvalidSubscriptionId",
+                           f"The provided subscription identifier '{sub}' is malformed or invalid.")
+        if sub is not None and sub.lower() != self.subscription_id.lower():
+            raise ArmError(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
+        if rg is not None and rg.lower() != self.resource_group.lower():
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
+        if ws is not None and ws.lower() != self.workspace.lower():
+            raise ArmError(404, "ResourceNotFound",
+                           f"The Resource '{resources.ML}/workspaces/{ws}' under resource group '{rg}' was not "
+                           "found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
+
     def _new_op(self, target: str, sub: str, done: bool, with_location: bool = False) -> dict[str, str]:
-        if len(self._ops) >= _MAX_OPS:  # keep memory bounded: forget the oldest half
-            for stale in list(self._ops)[: _MAX_OPS // 2]:
-                del self._ops[stale]
         op_id = uuid.uuid4().hex
-        pace = 2.0 if self.realistic else 0.0
-        self._ops[op_id] = Operation(target.lower(), "Succeeded" if done else "InProgress",
-                                     ready_at=time.monotonic() + pace, started=resources.now_iso())
+        self.store.add_operation(op_id, target, "Succeeded" if done else "InProgress", resources.now_iso(),
+                                 keep=_MAX_OPS)  # in SQLite: a poller's URL survives a restart
+        if self.realistic:
+            if len(self._paced) >= _MAX_OPS:
+                self._paced.clear()
+            self._paced[op_id] = time.monotonic() + 2.0
         base = (f"{self.issuer.arm_url}/subscriptions/{sub}/providers/Microsoft.MachineLearningServices"
                 f"/locations/{self.location}")
         headers = {"Azure-AsyncOperation": f"{base}/mfeOperationsStatus/{op_id}?{_OP_API}",
@@ -159,9 +183,7 @@ class ControlPlane:
         return headers
 
     def _settle_ops(self, target: str, status: str, error: tuple[str, str] | None = None) -> None:
-        for op in self._ops.values():
-            if op.target == target.lower() and op.status == "InProgress":
-                op.status, op.error = status, error
+        self.store.settle_operations(target, status, error)
 
     def _on_outcome(self, deployment_id: str, outcome: Outcome) -> None:
         dep = self.store.get(deployment_id)
@@ -174,20 +196,23 @@ class ControlPlane:
         self._settle_ops(deployment_id, outcome.state, error)
 
     async def get_operation(self, body: dict, sub: str, loc: str, which: str, op: str) -> Response:
-        operation = self._ops.get(op)
+        operation = self.store.operation(op)
         if operation is None:
             raise rules.not_found(f"Operation '{op}'")
-        status = operation.status
-        if status == "Succeeded" and time.monotonic() < operation.ready_at:
+        _, status, error, started = operation
+        if status == "Succeeded" and time.monotonic() < self._paced.get(op, 0.0):
             status = "InProgress"
         if which.lower() == "mfeoperationresults":
             return JSONResponse({}, 202 if status == "InProgress" else 200)
-        payload: dict = {"id": op, "name": op, "status": status, "startTime": operation.started}
+        payload: dict = {"id": op, "name": op, "status": status, "startTime": started}
         headers = {}
-        if status == "InProgress":
-            headers["Retry-After"] = "1" if self.realistic else "0.05"
-        elif operation.error:
-            payload["error"] = {"code": operation.error[0], "message": operation.error[1]}
+        if status == "InProgress" and self.realistic:
+            # Retry-After is whole seconds (RFC 9110). Without --realistic an InProgress poll carries
+            # none: the client then waits its own polling interval (0.05 s from tasks/clients.py)
+            # instead of a whole second per poll.
+            headers["Retry-After"] = "1"
+        elif error:
+            payload["error"] = {"code": error[0], "message": error[1]}
         return JSONResponse(payload, headers=headers)
 
     # ---- workspace, endpoints ------------------------------------------------------------
@@ -205,7 +230,21 @@ class ControlPlane:
         return resources.present_endpoint(endpoint, self.scoring_base)
 
     async def list_endpoints(self, body: dict, sub: str, rg: str, ws: str) -> Response:
+        """The spec's query filters: ``name``, ``computeType``, ``tags`` (``k1=v1,k2=v2``), ``count``."""
+        query = {k.lower(): v for k, v in _QUERY.get().items()}
         items = self.store.children("endpoint", resources.workspace_id(sub, rg, ws))
+        if query.get("name"):
+            items = [e for e in items if e["name"].lower() == query["name"].lower()]
+        if query.get("computetype") and query["computetype"].lower() != "managed":
+            items = []
+        for pair in filter(None, (query.get("tags") or "").split(",")):
+            key, _, value = pair.partition("=")
+            items = [e for e in items if key in e.get("tags", {}) and (not value or e["tags"][key] == value)]
+        if query.get("count"):
+            try:
+                items = items[: max(0, int(query["count"]))]
+            except ValueError:
+                raise rules.bad_request(f"count must be an integer, got {query['count']!r}.") from None
         return JSONResponse({"value": [self._present(e) for e in items]})
 
     async def get_endpoint(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
@@ -214,13 +253,10 @@ class ControlPlane:
     async def put_endpoint(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
         bodies.endpoint(body)
         rules.check_name("endpoint", ep)
+        rules.require_location(body)
         wid = resources.workspace_id(sub, rg, ws)
         eid = f"{wid}/onlineEndpoints/{ep}"
         existing = self.store.get(eid)
-        if existing is None and self.store.by_name("endpoint", ep):
-            raise ArmError(409, "EndpointNameAlreadyExists",
-                           f"An online endpoint named '{ep}' already exists in region {self.location}; "
-                           "endpoint names must be unique in a region.")
         new = resources.endpoint(existing["id"] if existing else eid, existing["name"] if existing else ep,
                                  self.location, body, existing)
         names = {d["name"].lower(): d["name"] for d in self.store.children("deployment", eid)}
@@ -230,10 +266,21 @@ class ControlPlane:
         props["mirrorTraffic"] = {names[k.lower()]: v for k, v in props["mirrorTraffic"].items() if v}
         with self.store.transaction():
             self.store.put("endpoint", wid, new)
-            if existing is None:
-                self.store.set_keys(eid, new_key(), new_key())
+            if existing is None:  # properties.keys: the initial keys (create only; never returned)
+                keys = (body.get("properties") or {}).get("keys") or {}
+                self.store.set_keys(
+                    eid,
+                    rules.check_key(keys["primaryKey"], "keys.primaryKey") if keys.get("primaryKey") else new_key(),
+                    rules.check_key(keys["secondaryKey"], "keys.secondaryKey") if keys.get("secondaryKey")
+                    else new_key())
         headers = self._new_op(eid, sub, done=True)
         return JSONResponse(self._present(new), 201 if existing is None else 200, headers=headers)
+
+    async def patch_endpoint(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
+        bodies.endpoint(body)
+        endpoint = self._endpoint(sub, rg, ws, ep)
+        self.store.put("endpoint", resources.workspace_id(sub, rg, ws), resources.patch_endpoint(endpoint, body))
+        return Response(status_code=202, headers=self._new_op(endpoint["id"], sub, done=True, with_location=True))
 
     async def delete_endpoint(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
         eid = resources.workspace_id(sub, rg, ws) + f"/onlineEndpoints/{ep}"
@@ -266,10 +313,15 @@ class ControlPlane:
         if which not in ("primary", "secondary"):
             raise rules.bad_request(f"keyType must be Primary or Secondary, got {body.get('keyType')!r}.")
         primary, secondary = self.store.keys(endpoint["id"]) or (new_key(), new_key())
+        # keyValue sets the key. azure-ai-ml sends the key's *current* value there and Azure still
+        # regenerates it (the SDK's begin_regenerate_keys works), so the current value mints a new key.
+        value = body.get("keyValue")
+        current = primary if which == "primary" else secondary
+        fresh = rules.check_key(value, "keyValue") if value is not None and value != current else new_key()
         if which == "primary":
-            primary = new_key()
+            primary = fresh
         else:
-            secondary = new_key()
+            secondary = fresh
         self.store.set_keys(endpoint["id"], primary, secondary)
         return Response(status_code=202, headers=self._new_op(endpoint["id"], sub, done=True, with_location=True))
 
@@ -293,6 +345,33 @@ class ControlPlane:
             raise rules.not_found(f"Deployment '{dep}' of endpoint '{ep}'")
         return JSONResponse(found)
 
+    async def patch_deployment(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
+        bodies.deployment(body)
+        endpoint = self._endpoint(sub, rg, ws, ep)
+        existing = self.store.get(f"{endpoint['id']}/deployments/{dep}")
+        if existing is None:
+            raise rules.not_found(f"Deployment '{dep}' of endpoint '{ep}'")
+        new = resources.patch_deployment(existing, body)
+        capacity = rules.check_instance_count(new["sku"].get("capacity"))
+        provisioning = False
+        if capacity != existing["sku"]["capacity"]:  # a scale, under the same rules as a PUT
+            sku = rules.check_instance_type(new["properties"].get("instanceType"))
+            rules.check_quota(sku, capacity, self._quota_used(existing["id"]), self.gpu_quota_cores, self.location)
+            environment = self._asset(new["properties"].get("environmentId"), "Environment")
+            new["properties"]["provisioningState"] = "Updating"
+            provisioning = self._apply(new, resources.run_spec(new, environment, None, 0.0))
+        else:
+            self.store.put("deployment", endpoint["id"], new)
+        return Response(status_code=202,
+                        headers=self._new_op(existing["id"], sub, done=not provisioning, with_location=True))
+
+    async def list_deployment_skus(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
+        endpoint = self._endpoint(sub, rg, ws, ep)
+        found = self.store.get(f"{endpoint['id']}/deployments/{dep}")
+        if found is None:
+            raise rules.not_found(f"Deployment '{dep}' of endpoint '{ep}'")
+        return JSONResponse(resources.deployment_skus(found))
+
     def _asset(self, asset_id: str | None, what: str) -> dict:
         found = self.store.get(asset_id) if asset_id and asset_id.startswith("/") else None
         if found is None:
@@ -311,11 +390,15 @@ class ControlPlane:
         bodies.deployment(body)
         endpoint = self._endpoint(sub, rg, ws, ep)
         rules.check_name("deployment", dep)
+        rules.require_location(body)
         did = f"{endpoint['id']}/deployments/{dep}"
         existing = self.store.get(did)
         if existing is None:
             rules.check_deployment_count(len(self.store.children("deployment", endpoint["id"])))
         props = body.get("properties") or {}
+        if existing is not None:
+            rules.check_create_only(f"deployment '{existing['name']}'", existing["properties"], props,
+                                    {"instanceType": None, "endpointComputeType": "Managed"})
         capacity = rules.check_instance_count((body.get("sku") or {}).get("capacity", 1))
         sku = rules.check_instance_type(props.get("instanceType"))
         resources.request_timeout_ms(props)
@@ -423,6 +506,14 @@ class ControlPlane:
             raise rules.not_found(f"{kind[:-1].capitalize()} {name}:{version}")
         return JSONResponse(found)
 
+    async def delete_asset(self, body: dict, sub: str, rg: str, ws: str, kind: str, name: str,
+                           version: str) -> Response:
+        aid = resources.workspace_id(sub, rg, ws) + f"/{kind}/{name}/versions/{version}"
+        if self.store.get(aid) is None:
+            return Response(status_code=204)
+        self.store.delete(aid)
+        return Response(status_code=200)
+
     # ---- autoscale settings (Microsoft.Insights) -------------------------------------------
 
     def _autoscale_id(self, sub: str, rg: str, name: str) -> str:
@@ -437,8 +528,13 @@ class ControlPlane:
             raise rules.not_found(f"Autoscale setting '{name}'")
         return JSONResponse(found)
 
+    async def list_autoscale_in_subscription(self, body: dict, sub: str) -> Response:
+        prefix = f"/subscriptions/{sub}/".lower()
+        return JSONResponse({"value": [s for s in self.store.all("autoscale") if s["id"].lower().startswith(prefix)]})
+
     async def put_autoscale(self, body: dict, sub: str, rg: str, name: str) -> Response:
         bodies.autoscale(body)
+        rules.require_location(body)
         aid = self._autoscale_id(sub, rg, name)
         existing = self.store.get(aid)
         new = resources.autoscale(existing["id"] if existing else aid, name, self.location, body)

@@ -11,6 +11,10 @@ from emulator.runtime import ProbeSpec, RunSpec
 
 ML = "Microsoft.MachineLearningServices"
 _AUTH_MODES = {"key": "Key", "amltoken": "AMLToken", "aadtoken": "AADToken"}
+_IDENTITY_TYPES = {"none": "None", "systemassigned": "SystemAssigned", "userassigned": "UserAssigned",
+                   "systemassigned,userassigned": "SystemAssigned,UserAssigned"}
+TENANT_ID = "00000000-0000-0000-0000-0000000000e1"
+DEPLOYMENT_TYPE = f"{ML}/workspaces/onlineEndpoints/deployments"
 _PROBE_DEFAULTS = ProbeSpec()
 
 
@@ -68,11 +72,41 @@ def _int_split(value: object, field: str) -> dict[str, int]:
     return dict(value)
 
 
+def _uuid(*parts: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "#".join(p.lower() for p in parts)))
+
+
+def identity(resource_id: str, requested: Mapping | None) -> dict:
+    """A managed service identity as ARM answers it: ``None`` has no ids; ``SystemAssigned`` gets a
+    principalId and tenantId; each user-assigned identity (keyed by its ARM id) a clientId and
+    principalId. The ids are stable per resource / identity (uuid5), so a re-PUT keeps them."""
+    requested = requested or {"type": "SystemAssigned"}
+    if not isinstance(requested, Mapping):
+        raise rules.bad_request("identity must be an object with a type.")
+    kind = _IDENTITY_TYPES.get(str(requested.get("type") or "").replace(" ", "").lower())
+    if kind is None:
+        raise rules.bad_request(
+            f"Identity type {requested.get('type')!r} is not one of None, SystemAssigned, UserAssigned, "
+            "'SystemAssigned,UserAssigned'.")
+    out: dict = {"type": kind}
+    if kind.startswith("SystemAssigned"):
+        out["principalId"] = _uuid(resource_id)
+        out["tenantId"] = TENANT_ID
+    assigned = requested.get("userAssignedIdentities") or {}
+    if not isinstance(assigned, Mapping):
+        raise rules.bad_request("identity.userAssignedIdentities must be an object keyed by identity id.")
+    if kind.endswith("UserAssigned"):
+        if not assigned:
+            raise rules.bad_request(f"Identity type {kind} needs at least one userAssignedIdentities entry.")
+        out["userAssignedIdentities"] = {
+            uid: {"principalId": _uuid(uid, "principal"), "clientId": _uuid(uid, "client")} for uid in assigned}
+    elif assigned:
+        raise rules.bad_request(f"userAssignedIdentities is only allowed with a UserAssigned identity type, not {kind}.")
+    return out
+
+
 def endpoint(eid: str, name: str, location: str, request: Mapping, existing: Mapping | None) -> dict:
     props = request.get("properties") or {}
-    identity = dict(request.get("identity") or {"type": "SystemAssigned"})
-    identity.setdefault("principalId", str(uuid.uuid5(uuid.NAMESPACE_URL, eid.lower())))
-    identity.setdefault("tenantId", "00000000-0000-0000-0000-0000000000e1")
     body_props = {
         "description": props.get("description"),
         "authMode": auth_mode(props.get("authMode")),
@@ -81,14 +115,71 @@ def endpoint(eid: str, name: str, location: str, request: Mapping, existing: Map
         "mirrorTraffic": _int_split(props.get("mirrorTraffic"), "mirrorTraffic"),
         "provisioningState": "Succeeded",
     }
-    if props.get("publicNetworkAccess") is not None:
-        body_props["publicNetworkAccess"] = props["publicNetworkAccess"]
+    body_props["publicNetworkAccess"] = props.get("publicNetworkAccess") or "Enabled"  # Azure's default
     return {
         "id": eid, "name": name, "type": f"{ML}/workspaces/onlineEndpoints",
         "location": check_location(request.get("location"), location), "kind": "Managed",
-        "tags": request.get("tags") or {}, "identity": identity, "systemData": system_data(existing),
-        "properties": body_props,
+        "tags": request.get("tags") or {}, "identity": identity(eid, request.get("identity")),
+        "systemData": system_data(existing), "properties": body_props,
     }
+
+
+def _only(request: Mapping, allowed: set[str], model: str) -> None:
+    extra = sorted(set(request) - allowed)
+    if extra:
+        raise rules.bad_request(
+            f"A PATCH ({model}) changes only {', '.join(sorted(allowed))}; it cannot set {', '.join(extra)}.")
+
+
+def _tags(request: Mapping, existing: Mapping) -> dict:
+    tags = request.get("tags", existing.get("tags"))
+    if tags is not None and not isinstance(tags, Mapping):
+        raise rules.bad_request("tags must be an object of strings.")
+    return dict(tags or {})
+
+
+def patch_endpoint(existing: Mapping, request: Mapping) -> dict:
+    """PATCH body PartialMinimalTrackedResourceWithIdentity: ``tags`` (replaced as a whole) and
+    ``identity`` (``userAssignedIdentities`` entries set to null are removed)."""
+    _only(request, {"tags", "identity"}, "PartialMinimalTrackedResourceWithIdentity")
+    out = {**existing, "tags": _tags(request, existing), "systemData": system_data(existing)}
+    if request.get("identity") is not None:
+        patch = request["identity"]
+        if not isinstance(patch, Mapping):
+            raise rules.bad_request("identity must be an object with a type.")
+        assigned = dict(existing.get("identity", {}).get("userAssignedIdentities") or {})
+        for uid, value in (patch.get("userAssignedIdentities") or {}).items():
+            if value is None:
+                assigned = {k: v for k, v in assigned.items() if k.lower() != uid.lower()}
+            else:
+                assigned[uid] = value
+        kind = patch.get("type") or existing.get("identity", {}).get("type")
+        if str(kind).replace(" ", "").lower() in ("none", "systemassigned"):
+            assigned = {}
+        out["identity"] = identity(existing["id"], {"type": kind, "userAssignedIdentities": assigned})
+    return out
+
+
+def patch_deployment(existing: Mapping, request: Mapping) -> dict:
+    """PATCH body PartialMinimalTrackedResourceWithSku: ``tags`` and ``sku`` (merged; ``capacity``
+    scales the deployment)."""
+    _only(request, {"tags", "sku"}, "PartialMinimalTrackedResourceWithSku")
+    sku = request.get("sku") or {}
+    if not isinstance(sku, Mapping):
+        raise rules.bad_request("sku must be an object.")
+    _only(sku, {"name", "tier", "size", "family", "capacity"}, "PartialSku")
+    return {**existing, "tags": _tags(request, existing), "systemData": system_data(existing),
+            "sku": {**existing["sku"], **{k: v for k, v in sku.items() if v is not None}},
+            "properties": dict(existing["properties"])}
+
+
+def deployment_skus(dep: Mapping) -> dict:
+    """GET .../deployments/{d}/skus: the one SKU a managed deployment scales in (SkuResource)."""
+    return {"value": [{
+        "resourceType": DEPLOYMENT_TYPE,
+        "sku": {"name": dep["sku"].get("name") or "Default", "tier": dep["sku"].get("tier") or "Standard"},
+        "capacity": {"minimum": 1, "maximum": rules.MAX_INSTANCES, "default": 1, "scaleType": "Automatic"},
+    }]}
 
 
 def present_endpoint(body: dict, scoring_base: str) -> dict:
@@ -107,8 +198,9 @@ def deployment(did: str, name: str, location: str, request: Mapping, existing: M
     sku.setdefault("capacity", 1)
     props.update({"scaleSettings": {"scaleType": "Default"}, "endpointComputeType": "Managed",
                   "provisioningState": state})
+    props["egressPublicNetworkAccess"] = props.get("egressPublicNetworkAccess") or "Enabled"  # Azure's default
     return {
-        "id": did, "name": name, "type": f"{ML}/workspaces/onlineEndpoints/deployments",
+        "id": did, "name": name, "type": DEPLOYMENT_TYPE,
         "location": check_location(request.get("location"), location), "kind": "Managed",
         "tags": request.get("tags") or {}, "sku": sku, "systemData": system_data(existing),
         "properties": props,
@@ -179,6 +271,8 @@ def versioned_asset(aid: str, segment: str, version: str, request: Mapping, exis
     props = {**(request.get("properties") or {}), "provisioningState": "Succeeded"}
     if segment == "models":
         props.setdefault("flavors", {})  # azure-ai-ml's Model._from_rest_object iterates it
+    else:
+        props["osType"] = props.get("osType") or "Linux"  # Azure's default
     return {"id": aid, "name": version, "type": f"{ML}/workspaces/{segment}/versions",
             "systemData": system_data(existing), "properties": props}
 

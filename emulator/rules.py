@@ -91,6 +91,33 @@ def check_traffic(
             )
 
 
+def require_location(request: Mapping) -> None:
+    """Tracked resources (endpoints, deployments, autoscale settings) need ``location`` in a PUT."""
+    if not request.get("location"):
+        raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
+
+
+def check_create_only(what: str, existing: Mapping, requested: Mapping, defaults: Mapping[str, object]) -> None:
+    """Fields that only a create sets (``instanceType``, ``endpointComputeType`` of a deployment): an
+    update that changes one is refused; a new SKU means a new deployment. An omitted field keeps its
+    default (``None``: not compared)."""
+    for field, default in defaults.items():
+        new = requested.get(field, default)
+        if new is None:
+            continue
+        old = existing.get(field, default)
+        if str(new).lower() != str(old).lower():
+            raise bad_request(
+                f"{field} of {what} is {old!r} and cannot be changed to {new!r}: it is set only when the "
+                "resource is created. Create a new deployment instead (and move traffic to it).")
+
+
+def check_key(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise bad_request(f"{field} must be a non-empty string.")
+    return value
+
+
 def check_deletable(deployment: str, traffic: Mapping[str, int], mirror: Mapping[str, int]) -> None:
     for kind, split in (("live", traffic), ("mirror", mirror)):
         if any(k.lower() == deployment.lower() and v for k, v in split.items()):

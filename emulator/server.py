@@ -128,7 +128,8 @@ async def serve(opts: Options) -> None:
         quarantine_damaged(store)
         faults = FaultInjector(Faults.model_validate_json(os.environ.get(FAULTS_ENV) or "{}"))
         control = ControlPlane(state, store, Issuer(state, arm_url), faults, opts.location,
-                               opts.gpu_quota_cores, opts.realistic)
+                               opts.gpu_quota_cores, opts.realistic,
+                               scope=(opts.subscription_id, opts.resource_group, opts.workspace))
         control.scoring_base = f"https://127.0.0.1:{gateway_sock.getsockname()[1]}"
         arm_app = Starlette(routes=[
             *admin_routes(control),

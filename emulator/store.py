@@ -33,6 +33,14 @@ CREATE TABLE IF NOT EXISTS quarantine (  -- damaged rows set aside at start (emu
     reason TEXT NOT NULL,
     quarantined_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS operations (
+    id TEXT PRIMARY KEY,          -- the operation id in the Azure-AsyncOperation / Location URLs
+    target TEXT NOT NULL,         -- lower-cased id of the resource it changes
+    status TEXT NOT NULL,         -- InProgress | Succeeded | Failed | Canceled
+    error TEXT,                   -- JSON [code, message] when Failed or Canceled
+    started TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS operations_target ON operations(target, status);
 """
 
 
@@ -143,3 +151,24 @@ class Store:
                 "secondary_key = excluded.secondary_key",
                 (endpoint_id.lower(), primary, secondary),
             )
+
+    # Operations (LRO status) outlive a restart so a poller's URL keeps answering. They are not
+    # resources: writing one does not notify the change listeners.
+
+    def add_operation(self, op_id: str, target: str, status: str, started: str, keep: int) -> None:
+        self._db.execute("INSERT INTO operations(id, target, status, error, started) VALUES (?, ?, ?, NULL, ?)",
+                         (op_id, target.lower(), status, started))
+        self._db.execute("DELETE FROM operations WHERE rowid <= (SELECT MAX(rowid) FROM operations) - ?", (keep,))
+
+    def operation(self, op_id: str) -> tuple[str, str, tuple[str, str] | None, str] | None:
+        """(target, status, error, started) of an operation, or None."""
+        row = self._db.execute("SELECT target, status, error, started FROM operations WHERE id = ?",
+                               (op_id,)).fetchone()
+        if row is None:
+            return None
+        return row[0], row[1], tuple(json.loads(row[2])) if row[2] else None, row[3]
+
+    def settle_operations(self, target: str, status: str, error: tuple[str, str] | None) -> None:
+        """Finish every InProgress operation on ``target``."""
+        self._db.execute("UPDATE operations SET status = ?, error = ? WHERE target = ? AND status = 'InProgress'",
+                         (status, json.dumps(list(error)) if error else None, target.lower()))

@@ -42,6 +42,18 @@ def _no_dotenv(monkeypatch, tmp_path):
 
 # ---- emulator fixtures (docs/emulator.md) -------------------------------------------------------
 
+def _default_api_version(request) -> None:
+    """Raw ARM calls (``EmulatorHandle.arm_client``) without ``api-version`` get the newest one the emulator
+    accepts for their provider (emulator/api_versions.py), as an SDK would send one; a test of a missing
+    api-version uses a bare httpx call."""
+    from emulator import api_versions
+
+    if "api-version" not in request.url.params:
+        versions = api_versions.SUPPORTED.get(api_versions.provider(request.url.path) or "")
+        if versions:
+            request.url = request.url.copy_add_param("api-version", versions[-1])
+
+
 @dataclass(frozen=True)
 class Principal:
     """A principal of an emulator's tenant (``EmulatorHandle.add_principal``)."""
@@ -92,7 +104,8 @@ class EmulatorHandle:
         credential = credential or clients.credential(self.settings())
         token = credential.get_token(self.conn["arm_url"] + "/.default").token
         return httpx.Client(base_url=self.conn["arm_url"], verify=self.tls(), trust_env=False,
-                            headers={"Authorization": f"Bearer {token}"})
+                            headers={"Authorization": f"Bearer {token}"},
+                            event_hooks={"request": [_default_api_version]})
 
     def add_principal(self, role: str, scope: str | None = None):
         """A new principal of the emulator's tenant with ``role`` at ``scope`` (default: the resource group

