@@ -9,7 +9,9 @@ import re
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from emulator import api_versions
 from emulator.identity import action_for
+from emulator.rules import ArmError
 from emulator.tokens import Issuer
 
 _PERMISSIONS = re.compile(r"^(?P<scope>/.*)/providers/microsoft\.authorization/permissions$", re.IGNORECASE)
@@ -46,6 +48,10 @@ def guard(issuer: Issuer, request: Request) -> Response | None:
     object_id, path = claims["oid"], _path(request)
     listing = _PERMISSIONS.match(path)
     if listing and request.method == "GET":
+        try:
+            api_versions.check(path, request.query_params.get("api-version"))  # the one table, as for the rest
+        except ArmError as err:
+            return JSONResponse({"error": {"code": err.code, "message": err.message}}, err.status)
         return JSONResponse({"value": issuer.tenant.permissions(object_id, listing["scope"])})
     if request.method == "GET" and _LOCATION_READ.match(path):
         return None

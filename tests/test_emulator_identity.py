@@ -203,6 +203,10 @@ def test_the_callers_permissions_through_the_authorization_sdk(emulator, monkeyp
         conn["resource_group"], "Microsoft.MachineLearningServices", "", "workspaces", conn["workspace"])]
     assert at_workspace == [{"actions": ["*/read"], "not_actions": [], "data_actions": [], "not_data_actions": []}]
     assert list(client.permissions.list_for_resource_group(conn["resource_group"])) == []  # assigned below it
+    with emulator.arm_client() as arm:
+        other = arm.get(f"{ws_url(conn)}/providers/Microsoft.Authorization/permissions",
+                        params={"api-version": "2015-07-01"})
+    assert other.status_code == 400 and other.json()["error"]["code"] == "InvalidApiVersionParameter"
 
 
 def test_principal_add_on_the_command_line(tmp_path):
