@@ -52,6 +52,11 @@ def connection(settings: Settings) -> Connection:
             f"no emulator is running on {state.root}; start one with "
             f"`python -m emulator --state-dir {state.root} --detach`"
         )
+    if "tenant_id" not in conn:  # started by a version without an Entra ID tenant
+        raise EmulatorUnavailable(
+            f"the emulator running on {state.root} predates its Entra ID tenant; restart it: "
+            f"`python -m emulator stop --state-dir {state.root}` (the next command starts a new one)"
+        )
     return Connection(conn["arm_url"].rstrip("/"), conn["ca_cert"], conn["location"], conn["scoring_base"],
                       state.root, conn["tenant_id"], conn["client_id"])
 

@@ -151,3 +151,12 @@ def test_concurrent_ensure_emulator_calls_share_one_emulator(tmp_path):
         assert len({c.arm_url for c in connections}) == 1
     finally:
         process.stop(tmp_path / "race")
+
+
+def test_an_emulator_started_before_the_entra_tenant_is_a_clear_error(pretend_emulator):
+    settings = pretend_emulator(9100)
+    path = StateDir(settings.emulator_state_dir).connection
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("tenant_id", "client_id")}
+    path.write_text(json.dumps(old))
+    with pytest.raises(clients.EmulatorUnavailable, match="predates its Entra ID tenant; restart it"):
+        clients.ml_client(settings)
