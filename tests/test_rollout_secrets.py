@@ -9,6 +9,7 @@ import re
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+from prefect.logging.handlers import APILogWorker
 
 from tasks import clients
 from tests.rollout_support import fast_env, knobs, run_flow
@@ -17,6 +18,9 @@ JWT = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}")
 
 
 def prefect_texts(flow_run_id) -> list[str]:
+    # Logs reach the API in batches every 2 s; a run that ends quickly (a smoke test failing at once) would
+    # otherwise be read before its last batch was sent, and an empty list scans nothing.
+    APILogWorker.drain_all(timeout=5)
     with get_client(sync_client=True) as client:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
         artifacts = client.read_artifacts(
