@@ -338,19 +338,18 @@ class ControlPlane:
         endpoint = self._endpoint(sub, rg, ws, ep)
         return JSONResponse({"value": self.store.children("deployment", endpoint["id"])})
 
-    async def get_deployment(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
-        endpoint = self._endpoint(sub, rg, ws, ep)
-        found = self.store.get(f"{endpoint['id']}/deployments/{dep}")
+    def _deployment(self, sub: str, rg: str, ws: str, ep: str, dep: str) -> dict:
+        found = self.store.get(f"{self._endpoint(sub, rg, ws, ep)['id']}/deployments/{dep}")
         if found is None:
             raise rules.not_found(f"Deployment '{dep}' of endpoint '{ep}'")
-        return JSONResponse(found)
+        return found
+
+    async def get_deployment(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
+        return JSONResponse(self._deployment(sub, rg, ws, ep, dep))
 
     async def patch_deployment(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
         bodies.deployment(body)
-        endpoint = self._endpoint(sub, rg, ws, ep)
-        existing = self.store.get(f"{endpoint['id']}/deployments/{dep}")
-        if existing is None:
-            raise rules.not_found(f"Deployment '{dep}' of endpoint '{ep}'")
+        existing = self._deployment(sub, rg, ws, ep, dep)
         new = resources.patch_deployment(existing, body)
         capacity = rules.check_instance_count(new["sku"].get("capacity"))
         provisioning = False
@@ -361,16 +360,12 @@ class ControlPlane:
             new["properties"]["provisioningState"] = "Updating"
             provisioning = self._apply(new, resources.run_spec(new, environment, None, 0.0))
         else:
-            self.store.put("deployment", endpoint["id"], new)
+            self.store.put("deployment", existing["id"].rsplit("/deployments/", 1)[0], new)
         return Response(status_code=202,
                         headers=self._new_op(existing["id"], sub, done=not provisioning, with_location=True))
 
     async def list_deployment_skus(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
-        endpoint = self._endpoint(sub, rg, ws, ep)
-        found = self.store.get(f"{endpoint['id']}/deployments/{dep}")
-        if found is None:
-            raise rules.not_found(f"Deployment '{dep}' of endpoint '{ep}'")
-        return JSONResponse(resources.deployment_skus(found))
+        return JSONResponse(resources.deployment_skus(self._deployment(sub, rg, ws, ep, dep)))
 
     def _asset(self, asset_id: str | None, what: str) -> dict:
         found = self.store.get(asset_id) if asset_id and asset_id.startswith("/") else None
@@ -458,10 +453,7 @@ class ControlPlane:
 
     async def get_logs(self, body: dict, sub: str, rg: str, ws: str, ep: str, dep: str) -> Response:
         bodies.get_logs(body)
-        endpoint = self._endpoint(sub, rg, ws, ep)
-        found = self.store.get(f"{endpoint['id']}/deployments/{dep}")
-        if found is None:
-            raise rules.not_found(f"Deployment '{dep}' of endpoint '{ep}'")
+        found = self._deployment(sub, rg, ws, ep, dep)
         tail = body.get("tail", 5000)
         if not isinstance(tail, int) or not 0 <= tail <= 10_000:
             raise rules.bad_request(f"tail must be an integer 0-10000, got {tail!r}.")
