@@ -39,9 +39,13 @@ for chunk in stream:
 
 def main() -> int:
     settings = load_settings()
-    with contextlib.redirect_stdout(sys.stderr):
-        ml = clients.ml_client(settings)
-        endpoint = get_endpoint(ml, settings.endpoint_name)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            ml = clients.ml_client(settings)
+            endpoint = get_endpoint(ml, settings.endpoint_name)
+    except clients.EmulatorUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     if endpoint is None:
         print(f"endpoint {settings.endpoint_name} does not exist (run a rollout first)", file=sys.stderr)
         return EXIT_FAILED
