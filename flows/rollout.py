@@ -101,7 +101,7 @@ def rollout(image: str | None = None, traffic_steps: list[int] | None = None, ba
     clients.prepare_target(s)
     ml, images, mine = clients.ml_client(s), clients.images(s), me(run_id)
     try:
-        pinned, result = preflight(ml, s, images)
+        pinned, result = preflight(ml, clients.authorization_client(s), s, images)
         record(timeline, result)
         record(timeline, provide_image(images, pinned))
         dest, result = endpoint(ml, s, clients.scoring_ca(s))
@@ -114,8 +114,8 @@ def rollout(image: str | None = None, traffic_steps: list[int] | None = None, ba
         record(timeline, model(ml, s))
         decided, result = plan(ml, s, pinned)
         record(timeline, result)
-        if settled(decided, s.keep_old_warm):
-            return _outcome(ml, s, timeline, decided, "no-op", settled(decided, s.keep_old_warm))
+        if nothing_to_do := settled(decided, s.keep_old_warm):
+            return _outcome(ml, s, timeline, decided, "no-op", nothing_to_do)
         records: list[RequestRecord] = []
         shares: list[tuple[float, int]] = []
         if decided.action == "rollout":

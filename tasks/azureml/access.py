@@ -83,14 +83,12 @@ def caller_permissions(client: Any, s: Settings) -> dict[str, list[Any]]:
     }
 
 
-def refusal(s: Settings, client: Any = None) -> str | None:
-    """Why the rollout's principal may not run it (the missing actions), or None."""
+def refusal(s: Settings, client: Any) -> str | None:
+    """Why the rollout's principal may not run it (the missing actions), or None.
+
+    ``client`` is the factory's ``clients.authorization_client(s)``."""
     from azure.core.exceptions import HttpResponseError
 
-    if client is None:
-        from tasks import clients
-
-        client = clients.authorization_client(s)
     try:
         permissions = caller_permissions(client, s)
     except HttpResponseError as err:

@@ -70,12 +70,13 @@ def failed(step: str, detail: str, failure: str, **kw: Any) -> StepResult:
 
 
 # Before any change ------------------------------------------------------------------------------------
-def preflight(ml: Any, s: Settings, images: ImageSource) -> tuple[str, StepResult]:
-    """Bakes that can be judged, region from the live workspace, the digest-pinned image, the policy gate."""
+def preflight(ml: Any, authz: Any, s: Settings, images: ImageSource) -> tuple[str, StepResult]:
+    """Bakes that can be judged, the principal's permissions (``authz``: the authorization client), region from
+    the live workspace, the digest-pinned image, the policy gate."""
     problem = bake.unjudgeable_bake(s)
     if problem:
         raise Refused(problem)
-    denied = access.refusal(s)  # RBAC: the actions the rollout needs, from the caller's own permissions
+    denied = access.refusal(s, authz)  # RBAC: the actions the rollout needs, from the caller's own permissions
     if denied:
         raise Refused(denied)
     location = (ml.workspaces.get(s.workspace).location or "").lower()
