@@ -27,7 +27,7 @@ settings = load_settings()
 ml = clients.ml_client(settings)
 bearer = scoring_bearer(lambda: ml.online_endpoints.get_keys(settings.endpoint_name))
 client = OpenAI(base_url="{base}/v1", api_key=bearer().get_secret_value(),
-                http_client=httpx.Client(verify=tls_context(clients.scoring_ca(settings))))
+                http_client=httpx.Client(verify=tls_context(clients.data_plane_ca(settings))))
 stream = client.chat.completions.create(model=settings.model_id, stream=True, max_tokens=200,
     messages=[{{"role": "user", "content": "Which is better, summer or winter?"}}])
 for chunk in stream:
@@ -54,7 +54,7 @@ def main() -> int:
           f"{endpoint.public_network_access or 'enabled'})")
     print(f"scoring URI: {endpoint.scoring_uri}")
     print(f"traffic:     {dict(endpoint.traffic or {})}")
-    print(f"OpenAI base: {base}/v1   (TLS CA: {clients.scoring_ca(settings)})")
+    print(f"OpenAI base: {base}/v1   (TLS CA: {clients.data_plane_ca(settings)})")
     print("\nStream a chat completion (python, from the repository root with .venv/bin/python):\n")
     print(SNIPPET.format(base=base))
     return EXIT_OK

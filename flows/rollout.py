@@ -104,7 +104,7 @@ def rollout(image: str | None = None, traffic_steps: list[int] | None = None, ba
         pinned, result = preflight(ml, clients.authorization_client(s), s, images)
         record(timeline, result)
         record(timeline, provide_image(images, pinned))
-        dest, result = endpoint(ml, s, clients.scoring_ca(s))
+        dest, result = endpoint(ml, s, clients.data_plane_ca(s))
         record(timeline, result)
         take_lock(ml, s.endpoint_name, mine)
     except (Refused, RolloutLocked) as err:

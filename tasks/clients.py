@@ -114,8 +114,8 @@ def credential(settings: Settings):
     return _local_credential(connection(settings))
 
 
-def scoring_ca(settings: Settings) -> str | bool:
-    """The CA scoring calls trust: the emulator's CA file, or True (the system store) on Azure.
+def data_plane_ca(settings: Settings) -> str | bool:
+    """The CA data-plane calls (scoring, blob SAS URLs) trust: the emulator's CA file, or True (the system store) on Azure.
 
     ``tasks.loadtest.client.tls_context`` turns either into the ``ssl.SSLContext`` httpx takes."""
     return True if settings.target == "azure" else connection(settings).ca_cert
@@ -179,6 +179,33 @@ def monitor_client(settings: Settings):
         _local_credential(conn), settings.subscription_id, base_url=conn.arm_url,
         connection_verify=conn.ca_cert, polling_interval=LOCAL_POLL_INTERVAL_S,
     )
+
+
+# One api-version for every ACR Tasks call (registries.get, get_build_source_upload_url, schedule_run,
+# runs.get / get_log_sas_url / cancel): 2019-06-01-preview has no registries.get, and this is the version the
+# successor package (azure-mgmt-containerregistrytasks) speaks, so moving to it changes no request. docs/image-build.md
+ACR_API_VERSION = "2025-03-01-preview"
+
+
+def registry_client(settings: Settings):
+    """azure-mgmt-containerregistry 14.0.0's ``ContainerRegistryManagementClient``, ACR Tasks included."""
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+
+    if settings.target == "azure":
+        return ContainerRegistryManagementClient(credential(settings), settings.subscription_id,
+                                                 api_version=ACR_API_VERSION)
+    conn = connection(settings)
+    return ContainerRegistryManagementClient(_local_credential(conn), settings.subscription_id,
+                                             api_version=ACR_API_VERSION, base_url=conn.arm_url,
+                                             connection_verify=conn.ca_cert)
+
+
+def blob_client(settings: Settings, sas_url: str):
+    """A ``BlobClient`` for a SAS URL a registry handed out (build-context upload, run log). The SAS is the
+    credential: the URL is a secret and never logged."""
+    from azure.storage.blob import BlobClient
+
+    return BlobClient.from_blob_url(sas_url, connection_verify=data_plane_ca(settings))
 
 
 def prepare_target(settings: Settings) -> None:

@@ -66,9 +66,9 @@ def test_local_ml_client_uses_custom_cloud_metadata_unique_per_url(pretend_emula
     assert LROConfigurations.POLL_INTERVAL == clients.LOCAL_POLL_INTERVAL_S
 
 
-def test_local_scoring_ca_and_monitor_client(pretend_emulator):
+def test_local_data_plane_ca_and_monitor_client(pretend_emulator):
     settings = pretend_emulator(41021)
-    assert clients.scoring_ca(settings).endswith("ca.pem")
+    assert clients.data_plane_ca(settings).endswith("ca.pem")
     monitor = clients.monitor_client(settings)
     assert monitor._client._base_url == "https://127.0.0.1:41021"
     from azure.identity import ClientSecretCredential
@@ -97,7 +97,7 @@ def test_azure_target_uses_the_public_cloud(monkeypatch):
     from azure.identity import DefaultAzureCredential
 
     assert isinstance(clients.credential(settings), DefaultAzureCredential)
-    assert clients.scoring_ca(settings) is True
+    assert clients.data_plane_ca(settings) is True
     assert clients.ml_client(settings)._base_url == "https://management.azure.com"
     assert clients.monitor_client(settings)._client._base_url.rstrip("/") == "https://management.azure.com"
 

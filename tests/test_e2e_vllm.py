@@ -64,7 +64,7 @@ def endpoint(emulator, real_engine):  # noqa: F811
         live.traffic = {"blue": 70, "green": 30}
         live = ml.online_endpoints.begin_create_or_update(live).result()
         key = ml.online_endpoints.get_keys(name).primary_key
-        yield ml, live, key, clients.scoring_ca(settings)
+        yield ml, live, key, clients.data_plane_ca(settings)
     finally:
         ml.online_endpoints.begin_delete(name).result()
 

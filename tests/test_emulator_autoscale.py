@@ -125,7 +125,7 @@ def test_load_scales_a_deployment_out_and_back_in(start_emulator, unique_name, f
                                               trigger("LessThan", 20, "Decrease")])]))
     key = ml.online_endpoints.get_keys(name).primary_key
     url = ep.scoring_uri.removesuffix("/score") + "/v1/completions"
-    ca = ssl.create_default_context(cafile=clients.scoring_ca(settings))
+    ca = ssl.create_default_context(cafile=clients.data_plane_ca(settings))
 
     def busy() -> None:  # both sequence slots of the single instance in use for 4 s
         httpx.post(url, json={"model": "m", "prompt": "hi", "max_tokens": 2}, verify=ca, timeout=60,

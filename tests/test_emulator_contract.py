@@ -37,7 +37,7 @@ def test_workspace_reports_the_emulator_location(ml):
 def test_key_endpoint_full_lifecycle(emulator, ml, unique_name, fake_deployment, capsys):
     name = unique_name()
     settings = emulator.settings()
-    ca = ssl.create_default_context(cafile=clients.scoring_ca(settings))
+    ca = ssl.create_default_context(cafile=clients.data_plane_ca(settings))
     created = ml.online_endpoints.begin_create_or_update(
         ManagedOnlineEndpoint(name=name, auth_mode="key", public_network_access="disabled", tags={"app": "r1"})
     ).result()
@@ -97,7 +97,7 @@ def _request_file() -> str:
 
 def test_aml_token_endpoint(emulator, ml, unique_name, fake_deployment):
     name = unique_name()
-    ca = ssl.create_default_context(cafile=clients.scoring_ca(emulator.settings()))
+    ca = ssl.create_default_context(cafile=clients.data_plane_ca(emulator.settings()))
     ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name, auth_mode="aml_token")).result()
     ml.online_deployments.begin_create_or_update(fake_deployment(name, "green")).result()
     ep = ml.online_endpoints.get(name)
@@ -126,7 +126,7 @@ def test_aml_token_endpoint(emulator, ml, unique_name, fake_deployment):
 def test_aad_token_endpoint(emulator, ml, unique_name, fake_deployment):
     name = unique_name()
     settings = emulator.settings()
-    ca = ssl.create_default_context(cafile=clients.scoring_ca(settings))
+    ca = ssl.create_default_context(cafile=clients.data_plane_ca(settings))
     ml.online_endpoints.begin_create_or_update(ManagedOnlineEndpoint(name=name, auth_mode="aad_token")).result()
     ml.online_deployments.begin_create_or_update(fake_deployment(name, "blue")).result()
     ep = ml.online_endpoints.get(name)

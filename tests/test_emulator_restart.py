@@ -64,7 +64,7 @@ def test_everything_is_back_after_a_restart(fresh_emulator, unique_name, fake_de
     wait_for(lambda: any(i["ready"] for i in emulator.instances(dep.id)), what="the instance to be back")
     answer = httpx.post(ep.scoring_uri.removesuffix("/score") + "/v1/completions",
                         json={"model": "m", "prompt": "hi", "max_tokens": 4},
-                        verify=ssl.create_default_context(cafile=clients.scoring_ca(settings)),
+                        verify=ssl.create_default_context(cafile=clients.data_plane_ca(settings)),
                         headers={"Authorization": f"Bearer {keys.primary_key}"})
     assert answer.status_code == 200 and answer.headers["azureml-model-deployment"] == "blue"
 

@@ -36,7 +36,7 @@ def test_crash_restarts_the_instance(emulator, ml, endpoint, fake_deployment, wa
     name = endpoint
     dep = ml.online_deployments.begin_create_or_update(
         fake_deployment(name, "crashy", environment_variables={"FAKE_ENGINE_CRASH_AFTER": "1"})).result()
-    ca = ssl.create_default_context(cafile=clients.scoring_ca(emulator.settings()))
+    ca = ssl.create_default_context(cafile=clients.data_plane_ca(emulator.settings()))
     key = ml.online_endpoints.get_keys(name).primary_key
     url = f"{emulator.conn['scoring_base']}/endpoints/{name}/v1/completions"
     headers = {"Authorization": f"Bearer {key}", "azureml-model-deployment": "crashy"}
@@ -99,7 +99,7 @@ def test_an_update_keeps_serving_until_the_new_instances_are_ready(emulator, ml,
     before = emulator.instances(dep.id)[0]["url"]
     key = ml.online_endpoints.get_keys(name).primary_key
     url = ep.scoring_uri.removesuffix("/score") + "/v1/completions"
-    ca = ssl.create_default_context(cafile=clients.scoring_ca(emulator.settings()))
+    ca = ssl.create_default_context(cafile=clients.data_plane_ca(emulator.settings()))
     poller = ml.online_deployments.begin_create_or_update(
         fake_deployment(name, "blue", environment_variables={"FAKE_ENGINE_STARTUP_DELAY_S": "1"}))
     statuses = []

@@ -37,7 +37,7 @@ def rollout(emulator, tmp_path_factory):
         )).result()
     endpoint = ml.online_endpoints.get(name)
     key = ml.online_endpoints.get_keys(name).primary_key
-    verify = ssl.create_default_context(cafile=str(clients.scoring_ca(emulator.settings())))
+    verify = ssl.create_default_context(cafile=str(clients.data_plane_ca(emulator.settings())))
     with httpx.Client(headers={"Authorization": f"Bearer {key}"}, verify=verify, timeout=30, trust_env=False) as http:
         yield ml, endpoint, http
     ml.online_endpoints.begin_delete(name).result()

@@ -56,7 +56,7 @@ def test_no_failed_request_and_planned_shares_during_a_rollout(emulator, prefect
     settings = emulator.settings()
     ml = clients.ml_client(settings)
     dest = Destination(scoring_base(ml.online_endpoints.get(endpoint)),
-                    SecretStr(ml.online_endpoints.get_keys(endpoint).primary_key), None, clients.scoring_ca(settings))
+                    SecretStr(ml.online_endpoints.get_keys(endpoint).primary_key), None, clients.data_plane_ca(settings))
     spec = LoadSpec(rate=20, max_concurrency=64, duration_s=3600, max_tokens=16, stream=True, model=settings.model_id)
     reports = tmp_path / "second"
     with BackgroundLoad(dest, spec) as load, TimelineWatch(reports, load) as watch:
