@@ -25,6 +25,8 @@ class StateDir:
     client_secret = _under("secrets/client_secret",
                            "The default principal's client secret (0600, never logged); identity.json has its client id.")
     signing_key = _under("secrets/jwt_signing_key")
+    blob_sas_key = _under("secrets/blob_sas_key", "The HMAC key that signs the blob listener's SAS URLs (0600).")
+    blobs = _under("blobs", "The blob listener's containers: one data file and one properties file per blob (0600).")
     identity = _under("identity.json", "The tenant: principals (secret hashes only) and role assignments (0600).")
     lock = _under("emulator.lock")
     listeners = _under("listeners.json", "The ports of the last run, reused on restart when free.")
