@@ -1,7 +1,8 @@
 """The api-versions the emulator's ARM accepts, per resource provider: one table.
 
 Exactly the versions the SDKs in this repo send (azure-ai-ml 1.35.2 pins one per operation group in
-``MLClient``; azure-mgmt-monitor 7.0.0 sends 2022-10-01 for autoscale settings) plus the stable
+``MLClient``; azure-mgmt-monitor 7.0.0 sends 2022-10-01 for autoscale settings; the registry's are
+azure-mgmt-containerregistry 14.0.0's) plus the stable
 Microsoft.MachineLearningServices spec version 2025-12-01. ARM answers a request without
 ``api-version`` with 400 ``MissingApiVersionParameter`` and one with a version the resource provider
 does not register with 400 ``InvalidApiVersionParameter`` that lists the supported versions.
@@ -21,6 +22,8 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     ),
     "microsoft.insights": ("2022-10-01",),  # autoscale settings
     "microsoft.authorization": ("2022-04-01",),  # azure-mgmt-authorization 4.0.0 (permissions)
+    # azure-mgmt-containerregistry 14.0.0: ACR Tasks' stable version, the one tasks/clients.py sends, the newest
+    "microsoft.containerregistry": ("2019-06-01-preview", "2025-03-01-preview", "2025-04-01"),
 }
 
 

@@ -1,4 +1,5 @@
-"""The ARM control plane: the slice of Azure Resource Manager that azure-ai-ml and azure-mgmt-monitor use.
+"""The ARM control plane: the slice of Azure Resource Manager that azure-ai-ml, azure-mgmt-monitor and
+azure-mgmt-containerregistry (ACR Tasks, ``emulator/registry.py``) use.
 
 Paths are matched case-insensitively; the api-version must be one of ``emulator/api_versions.py``;
 one subscription / resource group / workspace exists. Long-running operations answer with
@@ -20,7 +21,8 @@ from contextvars import ContextVar
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from emulator import access, api_versions, bodies, resources, rules
+from emulator import access, api_versions, bodies, registry, resources, rules
+from emulator.blobs import BlobService
 from emulator.faults import FaultInjector
 from emulator.layout import StateDir
 from emulator.rules import ArmError
@@ -35,7 +37,8 @@ _WS = (r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
        r"/providers/microsoft\.machinelearningservices/workspaces/(?P<ws>[^/]+)")
 _EP = _WS + r"/onlineendpoints/(?P<ep>[^/]+)"
 _DEP = _EP + r"/deployments/(?P<dep>[^/]+)"
-_ASSET = _WS + r"/(?P<kind>environments|models)/(?P<name>[^/]+)/versions/(?P<version>[^/]+)"
+_VERSIONS = _WS + r"/(?P<kind>environments|models)/(?P<name>[^/]+)/versions"
+_ASSET = _VERSIONS + r"/(?P<version>[^/]+)"
 _AUTOSCALE = (r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
               r"/providers/microsoft\.insights/autoscalesettings")
 _AUTOSCALE_SUB = r"/subscriptions/(?P<sub>[^/]+)/providers/microsoft\.insights/autoscalesettings"
@@ -59,6 +62,26 @@ def _check_model_reference(model: object) -> None:
             "(/subscriptions/../workspaces/../models/<name>/versions/<version>).", code="UserError")
 
 
+def _first(items: list[dict], query: dict[str, str], key: str) -> list[dict]:
+    """``items`` cut to the integer query parameter ``key`` (``count``, ``$top``) when it is given."""
+    if not query.get(key):
+        return items
+    try:
+        return items[: max(0, int(query[key]))]
+    except ValueError:
+        raise rules.bad_request(f"{key} must be an integer, got {query[key]!r}.") from None
+
+
+def _segment(kind: str) -> str:
+    """The asset kind as written in ids (the path matched it case-insensitively)."""
+    return "environments" if kind.lower() == "environments" else "models"
+
+
+def _missing(resource: str, rg: str | None) -> ArmError:
+    return ArmError(404, "ResourceNotFound", f"The Resource '{resource}' under resource group '{rg}' was not found. "
+                    "For more details please go to https://aka.ms/ARMResourceNotFoundFix")
+
+
 def error_response(err: ArmError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"code": err.code, "message": err.message}}, err.status, headers=headers)
 
@@ -69,7 +92,7 @@ async def read_json_body(request: Request) -> dict:
 
 
 class ControlPlane:
-    def __init__(self, state: StateDir, store: Store, issuer: Issuer, faults: FaultInjector,
+    def __init__(self, state: StateDir, store: Store, issuer: Issuer, faults: FaultInjector, blobs: BlobService,
                  location: str, gpu_quota_cores: int, realistic: bool,
                  scope: tuple[str, str, str] = ("00000000-0000-0000-0000-000000000000", "rg-r1", "ws-r1")):
         self.state, self.store, self.issuer, self.faults = state, store, issuer, faults
@@ -79,7 +102,8 @@ class ControlPlane:
         self.realistic = realistic
         self.scoring_base = ""
         self.version = 0  # bumped on every change the gateway may care about
-        self.runtime = Runtime(state.instance_logs, self._on_outcome, self._changed)
+        self.registry = registry.Registry(store, blobs, faults, location, self.subscription_id, self.resource_group)
+        self.runtime = Runtime(state.instance_logs, self._on_outcome, self._changed, self.registry)
         self._paced: dict[str, float] = {}  # --realistic: operation id -> InProgress until (monotonic)
         store.on_change(self._changed)
         self._routes: list[tuple[str, re.Pattern, Callable[..., Awaitable[Response]]]] = [
@@ -100,6 +124,7 @@ class ControlPlane:
                 ("DELETE", _DEP, self.delete_deployment),
                 ("POST", _DEP + "/getlogs", self.get_logs),
                 ("GET", _DEP + "/skus", self.list_deployment_skus),
+                ("GET", _VERSIONS, self.list_asset_versions),
                 ("PUT", _ASSET, self.put_asset),
                 ("GET", _ASSET, self.get_asset),
                 ("DELETE", _ASSET, self.delete_asset),
@@ -110,6 +135,7 @@ class ControlPlane:
                 ("PATCH", _AUTOSCALE + r"/(?P<name>[^/]+)", self.patch_autoscale),
                 ("DELETE", _AUTOSCALE + r"/(?P<name>[^/]+)", self.delete_autoscale),
                 ("GET", _OPS, self.get_operation),
+                *self.registry.routes(),
             ]
         ]
 
@@ -151,9 +177,9 @@ class ControlPlane:
         return error_response(ArmError(404, "NoRegisteredProviderFound", f"The emulator does not serve {path}."))
 
     def _check_parents(self, sub: str | None = None, rg: str | None = None, ws: str | None = None,
-                       **_: str) -> None:
-        """The emulator serves one subscription / resource group / workspace: any other is missing,
-        answered as ARM does, and nothing can be created under it."""
+                       reg: str | None = None, **_: str) -> None:
+        """The emulator serves one subscription / resource group / workspace / container registry: any other
+        is missing, answered as ARM does, and nothing can be created under it."""
         if sub is not None and not _SUBSCRIPTION_ID.match(sub):
             raise ArmError(400, "InvalidSubscriptionId",
                            f"The provided subscription identifier '{sub}' is malformed or invalid.")
@@ -162,9 +188,9 @@ class ControlPlane:
         if rg is not None and rg.lower() != self.resource_group.lower():
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{rg}' could not be found.")
         if ws is not None and ws.lower() != self.workspace.lower():
-            raise ArmError(404, "ResourceNotFound",
-                           f"The Resource '{resources.ML}/workspaces/{ws}' under resource group '{rg}' was not "
-                           "found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
+            raise _missing(f"{resources.ML}/workspaces/{ws}", rg)
+        if reg is not None and reg.lower() != registry.NAME:
+            raise _missing(f"{registry.PROVIDER}/registries/{reg}", rg)
 
     def _new_op(self, target: str, sub: str, done: bool, with_location: bool = False) -> dict[str, str]:
         op_id = uuid.uuid4().hex
@@ -218,7 +244,9 @@ class ControlPlane:
     # ---- workspace, endpoints ------------------------------------------------------------
 
     async def get_workspace(self, body: dict, sub: str, rg: str, ws: str) -> Response:
-        return JSONResponse(resources.workspace(sub, rg, ws, self.location))
+        workspace = resources.workspace(sub, rg, ws, self.location)
+        workspace["properties"]["containerRegistry"] = self.registry.id  # the registry images are built in
+        return JSONResponse(workspace)
 
     def _endpoint(self, sub: str, rg: str, ws: str, ep: str) -> dict:
         found = self.store.get(resources.workspace_id(sub, rg, ws) + f"/onlineEndpoints/{ep}")
@@ -240,12 +268,7 @@ class ControlPlane:
         for pair in filter(None, (query.get("tags") or "").split(",")):
             key, _, value = pair.partition("=")
             items = [e for e in items if key in e.get("tags", {}) and (not value or e["tags"][key] == value)]
-        if query.get("count"):
-            try:
-                items = items[: max(0, int(query["count"]))]
-            except ValueError:
-                raise rules.bad_request(f"count must be an integer, got {query['count']!r}.") from None
-        return JSONResponse({"value": [self._present(e) for e in items]})
+        return JSONResponse({"value": [self._present(e) for e in _first(items, query, "count")]})
 
     async def get_endpoint(self, body: dict, sub: str, rg: str, ws: str, ep: str) -> Response:
         return JSONResponse(self._present(self._endpoint(sub, rg, ws, ep)))
@@ -481,7 +504,7 @@ class ControlPlane:
     async def put_asset(self, body: dict, sub: str, rg: str, ws: str, kind: str, name: str, version: str) -> Response:
         bodies.asset(body)
         wid = resources.workspace_id(sub, rg, ws)
-        segment = "environments" if kind.lower() == "environments" else "models"
+        segment = _segment(kind)
         aid = f"{wid}/{segment}/{name}/versions/{version}"
         existing = self.store.get(aid)
         props = body.get("properties") or {}
@@ -490,6 +513,18 @@ class ControlPlane:
         new = resources.versioned_asset(existing["id"] if existing else aid, segment, version, body, existing)
         self.store.put(segment[:-1], f"{wid}/{segment}/{name}", new)
         return JSONResponse(new, 201 if existing is None else 200)
+
+    async def list_asset_versions(self, body: dict, sub: str, rg: str, ws: str, kind: str, name: str) -> Response:
+        """What ``ml.environments.list(name=...)`` sends: ``listViewType`` (ActiveOnly by default: no archived
+        versions) and ``$top``; oldest first [INF]; one page (``{"value": [...]}``, no ``nextLink``)."""
+        query = {k.lower(): v for k, v in _QUERY.get().items()}
+        segment = _segment(kind)
+        items = self.store.children(segment[:-1], resources.workspace_id(sub, rg, ws) + f"/{segment}/{name}")
+        view = query.get("listviewtype", "ActiveOnly").lower()
+        if view != "all":
+            archived = view == "archivedonly"
+            items = [v for v in items if bool(v["properties"].get("isArchived")) == archived]
+        return JSONResponse({"value": _first(items, query, "$top")})
 
     async def get_asset(self, body: dict, sub: str, rg: str, ws: str, kind: str, name: str, version: str) -> Response:
         aid = resources.workspace_id(sub, rg, ws) + f"/{kind}/{name}/versions/{version}"

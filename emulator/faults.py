@@ -9,6 +9,8 @@ Fields (all optional):
     fail_provisioning deployment names whose provisioning fails ("*" = every deployment)
     provisioning_delay_seconds  extra time before a deployment's instances start
     aml_token_lifetime_seconds  lifetime of tokens from the ``token`` call (default 3600)
+    build_seconds     0-600: an ACR Tasks run that builds takes at least this long (a run stays in flight,
+                      so a client's own timeout, a cancel and a restart mid-run can be exercised)
     seed              random seed for error_rate (default 0)
 """
 
@@ -33,6 +35,7 @@ class Faults(BaseModel):
     fail_provisioning: list[str] = Field(default_factory=list)
     provisioning_delay_seconds: float = Field(0.0, ge=0, le=600)
     aml_token_lifetime_seconds: int = Field(3600, ge=0, le=86_400)
+    build_seconds: float = Field(0.0, ge=0, le=600)
     seed: int = 0
 
 

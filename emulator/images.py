@@ -1,8 +1,10 @@
-"""The image -> engine table: which local engine stands in for a container image.
+"""Image pull: which local engine stands in for a container image.
 
-The repository part decides (registry, tag and digest do not):
-    .../fake-engine            -> emulator.engines.fake  (fast deterministic stand-in)
-    .../r1-vllm, .../vllm-openai -> emulator.engines.vllm  (the real vLLM OpenAI server)
+An image on the emulator's registry (``r1emulatoracr.azurecr.io/...``) runs only if the registry holds it
+(by digest or tag), on the engine its build recorded (``emulator/registry.py``). For any other registry
+the repository part decides (registry, tag and digest do not):
+    .../fake-engine, .../fake-vllm-openai -> emulator.engines.fake  (fast deterministic stand-in)
+    .../r1-vllm, .../vllm-openai          -> emulator.engines.vllm  (the real vLLM OpenAI server)
 Anything else cannot be "pulled": the deployment fails as Azure's does on an image pull failure.
 """
 
@@ -10,11 +12,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 InstanceCommand = Callable[[int, Mapping[str, str]], tuple[list[str], dict[str, str]]]
 
 ENGINES: dict[str, str] = {
     "fake-engine": "emulator.engines.fake",
+    "fake-vllm-openai": "emulator.engines.fake",
     "r1-vllm": "emulator.engines.vllm",
     "vllm-openai": "emulator.engines.vllm",
 }
@@ -22,6 +26,14 @@ ENGINES: dict[str, str] = {
 
 class ImageError(Exception):
     """The image cannot be run here; the message reads like Azure's deployment error."""
+
+
+class HeldImages(Protocol):
+    """A registry the emulator serves: the engine each image it holds was built for."""
+
+    login_server: str
+
+    def engine_of(self, image: str) -> str | None: ...
 
 
 def repository(image: str) -> str:
@@ -32,7 +44,15 @@ def repository(image: str) -> str:
     return name[:colon] if colon > last_slash else name
 
 
-def engine_module(image: str) -> str:
+def engine_module(image: str, registry: HeldImages | None = None) -> str:
+    if registry is not None and image.lower().startswith(registry.login_server + "/"):
+        engine = registry.engine_of(image)
+        if engine is None:
+            raise ImageError(
+                f"Failed to pull image '{image}': manifest unknown: the registry {registry.login_server} does not "
+                "hold this image (no build pushed it). Check the image name and digest in the environment."
+            )
+        return engine
     repo = repository(image).rsplit("/", 1)[-1].lower()
     module = ENGINES.get(repo)
     if module is None:
@@ -43,9 +63,9 @@ def engine_module(image: str) -> str:
     return module
 
 
-def instance_command(image: str) -> InstanceCommand:
+def instance_command(image: str, registry: HeldImages | None = None) -> InstanceCommand:
     """The engine's ``instance_command(port, env) -> (argv, extra_env)``."""
-    module = engine_module(image)
+    module = engine_module(image, registry)
     try:
         return importlib.import_module(module).instance_command
     except (ImportError, AttributeError) as err:

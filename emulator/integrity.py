@@ -5,7 +5,8 @@
   endpoint, key and deployment forgotten) or crash on its first query. It refuses, in one line that
   names the file and what to do.
 - ``quarantine_damaged``: a row that does not parse, holds NaN/Infinity, or has the wrong shape
-  (``emulator/bodies.py``'s checks) would make ARM listing and every scoring request answer 500.
+  (``emulator/bodies.py``'s checks; ``emulator/registry.py``'s for registry, run and image rows) would
+  make ARM listing and every scoring request answer 500.
   It is moved, with the rows under it, to the ``quarantine`` table and logged as an error.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from emulator import bodies
+from emulator import bodies, registry
 from emulator.layout import StateDir
 from emulator.process import EmulatorError
 from emulator.store import Store
@@ -57,7 +58,7 @@ def quarantine_damaged(store: Store) -> list[str]:
         try:
             if not isinstance(body, str):
                 raise ValueError(f"body is a {type(body).__name__}, not JSON text")
-            parsed = bodies.stored(kind, body)
+            parsed = registry.stored(kind, body) if kind in registry.KINDS else bodies.stored(kind, body)
             if parsed["id"].lower() != resource_id:
                 raise ValueError(f"body id {parsed['id']!r} does not match the row")
         except ValueError as err:

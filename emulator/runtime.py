@@ -294,8 +294,9 @@ class Runner:
         if spec.fail_message:
             return Outcome("Failed", "DeploymentFailed", spec.fail_message)
         try:
-            command = images.instance_command(spec.image)
+            command = images.instance_command(spec.image, self.runtime.registry)
         except images.ImageError as err:
+            self.runtime.note(spec.deployment_id, f"[emulator] {err}")  # what the deployment's logs show
             return Outcome("Failed", "ImagePullFailure", str(err))
         new.extend(self.runtime.new_instance(spec, i) for i in range(first_index, spec.capacity))
         for instance in new:
@@ -321,8 +322,9 @@ class Runner:
 
 class Runtime:
     def __init__(self, logs_root: Path, on_outcome: Callable[[str, Outcome], None],
-                 on_change: Callable[[], None]):
+                 on_change: Callable[[], None], registry: images.HeldImages):
         self.logs_root = logs_root
+        self.registry = registry  # the emulator's registry: images it holds are pulled from it
         self._on_outcome = on_outcome
         self.on_change = on_change
         self._runners: dict[str, Runner] = {}
@@ -336,6 +338,13 @@ class Runtime:
     def new_instance(self, spec: RunSpec, index: int) -> Instance:
         path = self.log_dir(spec.deployment_id) / f"instance-{index}.log"
         return Instance(spec, index, path, self._watch_read, self._http, self.on_change)
+
+    def note(self, deployment_id: str, line: str) -> None:
+        """A line in the deployment's logs before any instance runs (an image that cannot be pulled)."""
+        path = self.log_dir(deployment_id) / "instance-0.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(line + "\n")
 
     def report(self, deployment_id: str, outcome: Outcome) -> None:
         self._on_outcome(deployment_id, outcome)

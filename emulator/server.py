@@ -1,7 +1,7 @@
-"""Run the emulator: the ARM listener and the scoring gateway listener, both HTTPS on loopback.
+"""Run the emulator: the ARM, scoring gateway and blob listeners, all HTTPS on loopback.
 
-One asyncio loop holds everything (SQLite, the runtime, both uvicorn servers); SIGTERM and SIGINT
-stop the servers, then every instance, then remove connection.json.
+One asyncio loop holds everything (SQLite, the runtime, the registry's runs, the three uvicorn servers);
+SIGTERM and SIGINT stop the servers, then every run and instance, then remove connection.json.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from emulator import rules
 from emulator.admin import admin_routes
 from emulator.arm import ControlPlane
 from emulator.autoscaler import Autoscaler
+from emulator.blobs import BlobService
 from emulator.certs import ensure_certificates
 from emulator.directory import Directory
 from emulator.integrity import check_database, quarantine_damaged
@@ -57,7 +58,7 @@ class Options:
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the emulator (two servers share one loop)."""
+    """A uvicorn server that leaves signal handling to the emulator (three servers share one loop)."""
 
     def capture_signals(self):  # type: ignore[override]
         return contextlib.nullcontext()
@@ -95,12 +96,18 @@ def _gateway_app(directory: Directory):
     return create_gateway_app(directory)
 
 
-def _previous_ports(state: StateDir) -> tuple[int | None, int | None]:
+_LISTENERS = ("arm", "gateway", "blob")
+
+
+def _previous_ports(state: StateDir) -> dict[str, int]:
+    """The listeners' ports of the previous run (listeners.json); any unreadable entry is left out."""
     try:
         ports = json.loads(state.listeners.read_text())
-        return int(ports["arm"]), int(ports["gateway"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, None
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(ports, dict):
+        return {}
+    return {name: ports[name] for name in _LISTENERS if type(ports.get(name)) is int}
 
 
 def _uvicorn(app, state: StateDir) -> _Server:
@@ -115,29 +122,33 @@ async def serve(opts: Options) -> None:
     state = StateDir(opts.state_dir.resolve())
     state.root.mkdir(parents=True, exist_ok=True)
     with hold_lock(state) as lock_fd:
-        previous_arm, previous_gateway = _previous_ports(state)
+        previous = _previous_ports(state)
         state.connection.unlink(missing_ok=True)
         ensure_certificates(state)
-        arm_sock = _bind_preferring(opts.port, previous_arm)
-        gateway_sock = _bind_preferring(opts.gateway_port, previous_gateway)
-        arm_url = f"https://127.0.0.1:{arm_sock.getsockname()[1]}"
-        write_json_atomic(state.listeners, {"arm": arm_sock.getsockname()[1],
-                                            "gateway": gateway_sock.getsockname()[1]})
+        socks = {"arm": _bind_preferring(opts.port, previous.get("arm")),
+                 "gateway": _bind_preferring(opts.gateway_port, previous.get("gateway")),
+                 "blob": _bind_preferring(0, previous.get("blob"))}
+        ports = {name: sock.getsockname()[1] for name, sock in socks.items()}
+        arm_url = f"https://127.0.0.1:{ports['arm']}"
+        write_json_atomic(state.listeners, ports)
         check_database(state)  # refuses to start on a lost or unreadable database
         store = Store(state.database)
         quarantine_damaged(store)
         faults = FaultInjector(Faults.model_validate_json(os.environ.get(FAULTS_ENV) or "{}"))
-        control = ControlPlane(state, store, Issuer(state, arm_url), faults, opts.location,
+        blobs = BlobService(state)
+        blobs.base_url = f"https://127.0.0.1:{ports['blob']}"
+        control = ControlPlane(state, store, Issuer(state, arm_url), faults, blobs, opts.location,
                                opts.gpu_quota_cores, opts.realistic,
                                scope=(opts.subscription_id, opts.resource_group, opts.workspace))
-        control.scoring_base = f"https://127.0.0.1:{gateway_sock.getsockname()[1]}"
+        control.scoring_base = f"https://127.0.0.1:{ports['gateway']}"
         arm_app = Starlette(routes=[
             *admin_routes(control),
             *entra_routes(control.issuer),  # the Entra ID tenant MSAL signs in to (emulator/entra.py)
             Route("/{path:path}", control.dispatch, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
         ])
-        servers = [(_uvicorn(arm_app, state), arm_sock),
-                   (_uvicorn(_gateway_app(Directory(control)), state), gateway_sock)]
+        servers = [(_uvicorn(arm_app, state), socks["arm"]),
+                   (_uvicorn(_gateway_app(Directory(control)), state), socks["gateway"]),
+                   (_uvicorn(Starlette(routes=blobs.routes()), state), socks["blob"])]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -159,7 +170,8 @@ async def serve(opts: Options) -> None:
                 "tenant_id": control.issuer.tenant.tenant_id,
                 "client_id": control.issuer.tenant.default_principal.client_id,
             })
-            log.info("emulator ready: ARM %s, scoring %s, state %s", arm_url, control.scoring_base, state.root)
+            log.info("emulator ready: ARM %s, scoring %s, blobs %s, state %s", arm_url, control.scoring_base,
+                     blobs.base_url, state.root)
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), _LOCK_CHECK_SECONDS)
@@ -172,6 +184,7 @@ async def serve(opts: Options) -> None:
             autoscaler.cancel()
             for server, _ in servers:
                 server.should_exit = True
-            await asyncio.gather(*tasks, autoscaler, control.runtime.close(), return_exceptions=True)
+            await asyncio.gather(*tasks, autoscaler, control.registry.close(), control.runtime.close(),
+                                 return_exceptions=True)
             store.close()
             log.info("stopped")

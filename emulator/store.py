@@ -16,7 +16,7 @@ from pathlib import Path
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
     id TEXT PRIMARY KEY,          -- lower-cased ARM id
-    kind TEXT NOT NULL,           -- endpoint | deployment | environment | model | autoscale
+    kind TEXT NOT NULL,           -- endpoint | deployment | environment | model | autoscale | registry | run | image
     parent TEXT NOT NULL,         -- lower-cased id of the containing scope or resource
     name TEXT NOT NULL,           -- lower-cased resource name
     body TEXT NOT NULL            -- the JSON the API answers with
