@@ -49,7 +49,7 @@ def ready(state: StateDir, settings, endpoint: str, dep: str) -> None:
     import httpx
 
     url = ml.online_endpoints.get(endpoint).scoring_uri.removesuffix("/score") + "/v1/completions"
-    verify = tls_context(clients.scoring_ca(settings))
+    verify = tls_context(clients.data_plane_ca(settings))
     while True:
         answer = httpx.post(url, json={"model": "m", "prompt": "hi", "max_tokens": 2},
                             headers={"Authorization": f"Bearer {key}"}, verify=verify)

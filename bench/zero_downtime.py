@@ -105,7 +105,7 @@ def main() -> None:
             ml = clients.ml_client(settings)
             base_url = scoring_base(ml.online_endpoints.get(ENDPOINT))
             auth = scoring_bearer(lambda: ml.online_endpoints.get_keys(ENDPOINT))
-            dest = Destination(base_url, auth, None, clients.scoring_ca(settings))
+            dest = Destination(base_url, auth, None, clients.data_plane_ca(settings))
             spec = LoadSpec(rate=args.rate, duration_s=3600, max_tokens=args.max_tokens, model=settings.model_id,
                             seed=7, timeout_s=60)
 

@@ -34,7 +34,7 @@ ROLE_DEFINITIONS: dict[str, dict[str, list[str]]] = {
     "Owner": {"actions": ["*"], "notActions": []},
     "Reader": {"actions": ["*/read"], "notActions": []},
     # What a blue/green rollout needs and nothing more: it may create and update endpoints, deployments,
-    # traffic, keys, autoscale settings, models and environments, but never delete an endpoint.
+    # traffic, keys, autoscale settings, models and environments, and build images, but never delete an endpoint.
     DEPLOYER: {
         "actions": [
             f"{ML}/workspaces/read",
@@ -52,6 +52,11 @@ ROLE_DEFINITIONS: dict[str, dict[str, list[str]]] = {
             f"{ML}/locations/*/read",
             "Microsoft.Insights/autoscalesettings/*",
             "Microsoft.Authorization/permissions/read",
+            # the image build: ACR Tasks in the workspace's registry (upload, run, log, cancel)
+            "Microsoft.ContainerRegistry/registries/read",
+            "Microsoft.ContainerRegistry/registries/listBuildSourceUploadUrl/action",
+            "Microsoft.ContainerRegistry/registries/scheduleRun/action",
+            "Microsoft.ContainerRegistry/registries/runs/*",
         ],
         "notActions": [],
     },

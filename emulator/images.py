@@ -44,8 +44,8 @@ def repository(image: str) -> str:
     return name[:colon] if colon > last_slash else name
 
 
-def engine_module(image: str, registry: HeldImages | None = None) -> str:
-    if registry is not None and image.lower().startswith(registry.login_server + "/"):
+def engine_module(image: str, registry: HeldImages) -> str:
+    if image.lower().startswith(registry.login_server + "/"):
         engine = registry.engine_of(image)
         if engine is None:
             raise ImageError(
@@ -63,7 +63,7 @@ def engine_module(image: str, registry: HeldImages | None = None) -> str:
     return module
 
 
-def instance_command(image: str, registry: HeldImages | None = None) -> InstanceCommand:
+def instance_command(image: str, registry: HeldImages) -> InstanceCommand:
     """The engine's ``instance_command(port, env) -> (argv, extra_env)``."""
     module = engine_module(image, registry)
     try:

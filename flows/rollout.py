@@ -18,6 +18,7 @@ import json
 import sys
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -30,6 +31,7 @@ from tasks import clients
 from tasks.azureml.endpoint import read_live_state
 from tasks.azureml.transient import transient
 from tasks.cli import run_cli
+from tasks.image.build import ImageBuildFailed
 from tasks.loadtest.client import BackgroundLoad, Destination
 from tasks.loadtest.record import RequestRecord
 from tasks.rollout import steps
@@ -46,7 +48,7 @@ arm = task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 5, 15], ret
 gate = task(cache_policy=NO_CACHE)
 
 preflight = arm(steps.preflight, name="preflight")
-provide_image = gate(steps.provide_image, name="image")
+image_step = gate(steps.image, name="image")  # azure-core retries each ACR call; a build is not re-run blindly
 endpoint = arm(steps.endpoint, name="endpoint")
 take_lock, release_lock = arm(steps.take_lock, name="lock"), arm(steps.release_lock, name="unlock")
 model, plan = arm(steps.model, name="model"), arm(steps.plan, name="plan")
@@ -99,17 +101,21 @@ def rollout(image: str | None = None, traffic_steps: list[int] | None = None, ba
     run_id = str(ctx.flow_run.id)[:8] if ctx and ctx.flow_run else uuid.uuid4().hex[:8]
     timeline = Timeline(run_id, s.reports_dir / f"rollout-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{run_id}")
     clients.prepare_target(s)
-    ml, images, mine = clients.ml_client(s), clients.images(s), me(run_id)
+    ml, mine = clients.ml_client(s), me(run_id)
     try:
-        pinned, result = preflight(ml, clients.authorization_client(s), s, images)
+        record(timeline, preflight(ml, clients.authorization_client(s), s))
+        pinned, result = image_step(ml, clients.registry_client(s), partial(clients.blob_client, s), s)
         record(timeline, result)
-        record(timeline, provide_image(images, pinned))
         dest, result = endpoint(ml, s, clients.data_plane_ca(s))
         record(timeline, result)
         take_lock(ml, s.endpoint_name, mine)
     except (Refused, RolloutLocked) as err:
         publish(timeline, "refused", str(err))
         raise _reported(Refused(str(err)), timeline) from None
+    except ImageBuildFailed as err:  # nothing changed yet: the build's own failure, with its log's last lines
+        timeline.record(StepResult("image", "failed", str(err), evidence={"image_build_log": err.log_tail}))
+        publish(timeline, "failed", str(err))
+        raise _reported(err, timeline) from None
     try:
         record(timeline, model(ml, s))
         decided, result = plan(ml, s, pinned)
@@ -164,7 +170,7 @@ def _outcome(ml: Any, s: Settings, timeline: Timeline, decided: RolloutPlan, out
             "report_dir": str(timeline.folder)}
 
 
-def _reported(err: Refused | RolledBack, timeline: Timeline) -> Exception:
+def _reported(err: Exception, timeline: Timeline) -> Exception:
     err.report_dir = str(timeline.folder)
     return err
 

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from emulator import images as emulator_images, process
+from emulator import process
 from emulator.layout import StateDir
-from tasks.azureml.image import ImageError, ImageSource, PrebuiltImages, is_pinned
-from tasks.settings import REPO_ROOT, Settings
+from tasks.redaction import redact_http_debug_log
+from tasks.settings import Settings
 
 LOCAL_POLL_INTERVAL_S = 0.05
 
@@ -200,48 +198,17 @@ def registry_client(settings: Settings):
                                              connection_verify=conn.ca_cert)
 
 
-def blob_client(settings: Settings, sas_url: str):
+def blob_client(settings: Settings, sas_url: SecretStr | str):
     """A ``BlobClient`` for a SAS URL a registry handed out (build-context upload, run log). The SAS is the
-    credential: the URL is a secret and never logged."""
+    credential: the URL is a secret, unwrapped only here, and never logged."""
     from azure.storage.blob import BlobClient
 
-    return BlobClient.from_blob_url(sas_url, connection_verify=data_plane_ca(settings))
+    redact_http_debug_log()
+    url = sas_url.get_secret_value() if isinstance(sas_url, SecretStr) else sas_url
+    return BlobClient.from_blob_url(url, connection_verify=data_plane_ca(settings))
 
 
 def prepare_target(settings: Settings) -> None:
     """Make the target reachable before any client is built: locally, start an emulator if none runs."""
     if settings.target == "local":
         ensure_emulator(settings)
-
-
-class EmulatorEngines:
-    """The emulator's "registry": its engines. A tag such as ``local/fake-engine:1`` is pinned to the digest
-    of the engine's own sources; the real vLLM engine's venv and tiny model are built (cached) on demand."""
-
-    def _engine(self, image: str) -> str:
-        try:
-            return emulator_images.engine_module(image)
-        except emulator_images.ImageError as err:
-            raise ImageError(str(err)) from None
-
-    def resolve(self, image: str) -> str:
-        module = self._engine(image)
-        if is_pinned(image):
-            return image
-        package = REPO_ROOT / Path(*module.split("."))
-        h = hashlib.sha256()
-        for f in sorted(p for p in package.rglob("*") if p.is_file() and p.suffix in {".py", ".lock"}):
-            h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
-        return f"{emulator_images.repository(image)}@sha256:{h.hexdigest()}"
-
-    def provide(self, image: str) -> str:
-        module = self._engine(image)
-        if module == "emulator.engines.vllm":
-            subprocess.run([sys.executable, "-m", module, "build"], cwd=REPO_ROOT, check=True, stdout=sys.stderr)
-            return f"local vLLM engine ready for {image}"
-        return f"local engine {module} serves {image}"
-
-
-def images(settings: Settings) -> ImageSource:
-    """Where the serving image comes from: the workspace registry on Azure, the emulator's engines locally."""
-    return PrebuiltImages() if settings.target == "azure" else EmulatorEngines()

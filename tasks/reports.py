@@ -6,15 +6,22 @@ Every report is written through here so the secret scan in the tests has one pla
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 
 
 def _in_run() -> bool:
     return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+
+
+def run_logger(outside: str) -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run's logger inside a run (the lines reach the UI); the ``outside`` logger elsewhere."""
+    return get_run_logger() if _in_run() else logging.getLogger(outside)
 
 
 def artifact_key(text: str) -> str:

@@ -60,10 +60,6 @@ DEFAULT_BASE_IMAGE = (
 RESERVED_ENV_VARS = ("MODEL_NAME", "MODEL_PATH", "VLLM_ARGS")
 MODEL_ASSET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}:[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-DEFAULT_IMAGE = (
-    "r1acr.azurecr.io/r1-vllm@sha256:"
-    "4b5f0c3e7d1a9b2c8e6f0a1d3c5b7e9f2a4c6e8b0d2f4a6c8e0b2d4f6a8c0e2f"
-)
 
 
 MAX_SHOWN_CHARS = 80  # an error line quotes at most this much of a value
@@ -234,8 +230,12 @@ class Settings(BaseSettings):
     region: str = "swedencentral"
     endpoint_name: str = "r1-prod"
     auth_mode: Literal["aad_token", "key", "aml_token"] = "aad_token"
-    image: str = DEFAULT_IMAGE  # the serving image built from docker/Dockerfile, in the workspace ACR
+    # Empty: build docker/ in the workspace's registry with ACR Tasks (or reuse the build of the same context);
+    # set: a digest-pinned image to deploy as is (docs/image-build.md).
+    image: str = ""
     base_image: str = DEFAULT_BASE_IMAGE  # docker/Dockerfile's FROM
+    dockerfile: Path | None = None  # a hand-written Dockerfile instead of the rendered one; its folder is the context
+    image_build_timeout_s: float = Field(1800.0, gt=0, le=28_800)  # then the run is cancelled (ACR's cap: 8 h)
     model_id: str = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
     model_revision: str = "main"
     model_supply: Literal["registered-asset", "baked-in-image", "hub-at-start"] = "registered-asset"
@@ -297,9 +297,16 @@ class Settings(BaseSettings):
 
     @field_validator("image", "base_image")
     @classmethod
-    def _image_ref(cls, v: str) -> str:
-        if not v or any(c.isspace() for c in v):
+    def _image_ref(cls, v: str, info: ValidationInfo) -> str:
+        if (not v and info.field_name == "base_image") or any(c.isspace() for c in v):
             raise ValueError(f"{shown(v)} is not an image reference")
+        return v
+
+    @field_validator("dockerfile")
+    @classmethod
+    def _dockerfile(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{shown(str(v))} is not a file")
         return v
 
     @field_validator("environment_variables")

@@ -11,9 +11,13 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# A rollout on the fake engine in seconds: tiny probes and bakes, few samples per verdict.
+# The emulator's stand-in for vLLM's OpenAI server image: docker/ built FROM it runs on the fake engine.
+FAKE_BASE = "r1emulator/fake-vllm-openai@sha256:23078e0b29a648ff54da3b78fc10b23cf829192db3ed7a275e055d0261499dac"
+
+# A rollout on the fake engine in seconds: tiny probes and bakes, few samples per verdict; the image is
+# built from docker/ (rendered FROM the fake base) by the first rollout on an emulator and reused after.
 FAST = {
-    "R1_IMAGE": "local/fake-engine:1",
+    "R1_BASE_IMAGE": FAKE_BASE,
     "R1_BAKE_SECONDS": "1.5",
     "R1_LOAD_GATE__BAKE_RATE": "40",
     "R1_LOAD_GATE__REQUESTS": "12",

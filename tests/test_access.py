@@ -18,6 +18,12 @@ DATA_SCIENTIST = {  # "AzureML Data Scientist"
 }
 MONITORING_CONTRIBUTOR = {"actions": ["*/read", "Microsoft.Insights/AutoscaleSettings/*"], "notActions": []}
 READER = {"actions": ["*/read"], "notActions": []}
+CONTRIBUTOR = {"actions": ["*"], "notActions": [  # Azure's built-in Contributor
+    "Microsoft.Authorization/*/Delete", "Microsoft.Authorization/*/Write", "Microsoft.Authorization/elevateAccess/Action",
+    "Microsoft.Blueprint/blueprintAssignments/write", "Microsoft.Blueprint/blueprintAssignments/delete",
+    "Microsoft.Compute/galleries/share/action", "Microsoft.Purview/consents/write", "Microsoft.Purview/consents/delete",
+    "Microsoft.Resources/deploymentStacks/manageDenySetting/action", "Microsoft.Subscription/cancel/action",
+    "Microsoft.Subscription/enable/action"]}
 
 
 def every_action() -> list[str]:
@@ -64,11 +70,17 @@ def test_the_emulator_deployer_role_covers_the_rollout_and_reader_does_not():
 
 def test_built_in_roles_named_in_the_docs():
     """AzureML Data Scientist covers every Azure ML action the rollout takes but the workspace read itself;
-    Monitoring Contributor adds that (*/read) and the autoscale settings."""
-    assert missing_actions(every_action(), [DATA_SCIENTIST]) == [
+    Monitoring Contributor adds that (*/read) and the autoscale settings; the image build needs more on the
+    registry (Contributor there)."""
+    needed = required_actions(load_settings(target="local"))
+    ml_and_monitor = needed["workspace"] + needed["resource_group"]
+    assert missing_actions(ml_and_monitor, [DATA_SCIENTIST]) == [
         f"{ML}/read", "Microsoft.Insights/autoscalesettings/read", "Microsoft.Insights/autoscalesettings/write",
         "Microsoft.Insights/autoscalesettings/delete"]
-    assert missing_actions(every_action(), [DATA_SCIENTIST, MONITORING_CONTRIBUTOR]) == []
+    assert missing_actions(ml_and_monitor, [DATA_SCIENTIST, MONITORING_CONTRIBUTOR]) == []
+    assert missing_actions(needed["registry"], [DATA_SCIENTIST, MONITORING_CONTRIBUTOR]) == [
+        a for a in needed["registry"] if not a.endswith("/read")]  # */read covers the reads only
+    assert missing_actions(needed["registry"], [CONTRIBUTOR]) == []
 
 
 @pytest.mark.parametrize("method, path, action", [
@@ -96,3 +108,12 @@ def test_assignment_scopes_cover_what_lies_beneath():
     assert covers("/subscriptions/S/resourceGroups/RG", "/subscriptions/s/resourcegroups/rg/providers/x/y/z")
     assert not covers("/subscriptions/s/resourceGroups/rg", "/subscriptions/s/resourceGroups/rg2")
     assert not covers("/subscriptions/s/resourceGroups/rg/providers/p/workspaces/w", "/subscriptions/s/resourceGroups/rg")
+
+
+def test_building_the_image_needs_acr_tasks_on_the_registry_and_a_given_image_does_not():
+    building = required_actions(load_settings(target="local"))["registry"]
+    assert "Microsoft.ContainerRegistry/registries/scheduleRun/action" in building
+    assert "Microsoft.ContainerRegistry/registries/runs/listLogSasUrl/action" in building
+    assert missing_actions(building, [READER]) == [a for a in building if not a.endswith("/read")]
+    pinned = "r1emulatoracr.azurecr.io/r1-vllm@sha256:" + "a" * 64
+    assert required_actions(load_settings(target="local", image=pinned))["registry"] == []

@@ -21,13 +21,24 @@ def test_only_the_client_factory_compares_the_target():
     assert offenders == []
 
 
-def test_the_emulator_imports_nothing_of_the_product():
-    offenders = []
-    for path in sources("emulator"):
+def imports(paths: list[Path], packages: tuple[str, ...]) -> list[str]:
+    """``file: module`` for every import of one of ``packages`` in ``paths``."""
+    found = []
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offenders += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in ("tasks", "flows")]
+            found += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in packages]
+    return found
+
+
+def test_the_emulator_imports_nothing_of_the_product():
+    assert imports(sources("emulator"), ("tasks", "flows")) == []
+
+
+def test_only_the_client_factory_reaches_the_emulator():
+    """It reads the emulator's connection file; no image, engine or registry code of the product knows the target."""
+    offenders = imports([p for p in sources("tasks", "flows") if p != REPO / "tasks" / "clients.py"], ("emulator",))
     assert offenders == []
 
 

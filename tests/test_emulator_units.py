@@ -94,6 +94,16 @@ def test_instance_count_and_type():
         rules.check_instance_type("Standard_F4s_v2")
 
 
+class _EmptyRegistry:
+    login_server = "r1emulatoracr.azurecr.io"
+
+    def engine_of(self, image: str) -> None:
+        return None
+
+
+NOTHING_HELD = _EmptyRegistry()
+
+
 @pytest.mark.parametrize("image, module", [
     ("local/fake-engine:1", "emulator.engines.fake"),
     ("myacr.azurecr.io/team/fake-engine@sha256:" + "a" * 64, "emulator.engines.fake"),
@@ -103,17 +113,18 @@ def test_instance_count_and_type():
     ("docker.io/vllm/vllm-openai", "emulator.engines.vllm"),
 ])
 def test_image_table(image, module):
-    assert images.engine_module(image) == module
+    assert images.engine_module(image, NOTHING_HELD) == module
 
 
-@pytest.mark.parametrize("image", ["nginx:1", "localhost:5000/web", "myacr.azurecr.io/fake-engine-old:1", ""])
+@pytest.mark.parametrize("image", ["nginx:1", "localhost:5000/web", "myacr.azurecr.io/fake-engine-old:1", "",
+                                   "r1emulatoracr.azurecr.io/fake-engine@sha256:" + "c" * 64])  # never built there
 def test_unknown_images_cannot_be_pulled(image):
     with pytest.raises(images.ImageError, match="Failed to pull image"):
-        images.engine_module(image)
+        images.engine_module(image, NOTHING_HELD)
 
 
 def test_fake_engine_command_comes_from_the_engine():
-    argv, env = images.instance_command("local/fake-engine:1")(8123, {})
+    argv, env = images.instance_command("local/fake-engine:1", NOTHING_HELD)(8123, {})
     assert "emulator.engines.fake" in argv and "8123" in argv
 
 

@@ -1,8 +1,10 @@
-"""prefect.yaml is what runs: a local Prefect server, `prefect deploy`, a process worker, and
-`prefect deployment run 'rollout/rollout' --watch` rolling out to the emulator's fake engine."""
+"""prefect.yaml is what runs: a local Prefect server, `prefect deploy --all`, a process worker,
+`prefect deployment run 'build-image/build-image' --watch` building docker/ in the emulator's registry, and
+`prefect deployment run 'rollout/rollout' --watch` rolling that image out to the emulator's fake engine."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +16,11 @@ import httpx
 import pytest
 
 from tests.rollout_support import REPO_ROOT, cli_env, fast_env
+
+
+def report_events(reports: Path, run_id: str) -> list[dict]:
+    return json.loads(next(reports.glob(f"rollout-*-{run_id}/rollout.json")).read_text())["events"]
+
 
 PREFECT = str(Path(os.sys.executable).with_name("prefect"))
 
@@ -75,9 +82,11 @@ def test_prefect_deployment_run_promotes_and_publishes_artifacts(emulator, tmp_p
         _wait_healthy(api, server)
         created = cli("work-pool", "create", "r1-process", "--type", "process")
         assert created.returncode == 0, created.stdout + created.stderr
-        deployed = cli("--no-prompt", "deploy", "--name", "rollout")
+        deployed = cli("--no-prompt", "deploy", "--all")
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         spawn("worker", "start", "--pool", "r1-process", "--name", "r1-test-worker")
+        built = cli("deployment", "run", "build-image/build-image", "--watch", "--watch-interval", "1", timeout=600)
+        assert built.returncode == 0 and "Completed" in built.stdout, built.stdout + built.stderr
         run = cli("deployment", "run", "rollout/rollout", "--param", "bake_seconds=1.5", "--watch",
                   "--watch-interval", "1", timeout=600)
         assert run.returncode == 0, run.stdout + run.stderr
@@ -97,6 +106,9 @@ def test_prefect_deployment_run_promotes_and_publishes_artifacts(emulator, tmp_p
         report = next(a for a in artifacts if a["key"] == f"rollout-{run_id}")
         assert report["data"].startswith(f"# Rollout {run_id}: promoted")
         assert list((tmp_path / "reports").glob(f"rollout-*-{run_id}/rollout.png"))
+        image = next(e for e in report_events(tmp_path / "reports", run_id) if e["step"] == "image")
+        assert "reused (same build context)" in image["detail"]  # the build-image run's image
+        assert list((tmp_path / "reports").glob("build-image-*/build.json"))
     finally:
         for proc in reversed(started):
             _stop(proc)

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from tasks import clients
 from tasks.azureml.deployment import desired_deployment
 from tasks.azureml.endpoint import set_traffic
+from tasks.azureml.environment import find_build
+from tasks.image.context import build_context
 from tasks.rollout.steps import Refused
 from tasks.settings import load_settings
 from tests.rollout_support import fast_env, knobs, live_deployments, report, run_in_process, steps
@@ -18,7 +19,7 @@ def killed_mid_shift(ml, monkeypatch, env: dict[str, str], green_share: int) -> 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     s = load_settings()
-    pinned = clients.images(s).resolve(s.image)
+    pinned = find_build(ml, build_context(s).hash).image  # what the first rollout built
     ml.online_deployments.begin_create_or_update(desired_deployment(s, "green", pinned)).result()
     set_traffic(ml, s.endpoint_name, {"blue": 100 - green_share, "green": green_share})
 

@@ -26,10 +26,14 @@ AUTH_MODE_ACTION = {  # how the rollout gets its scoring credential (get_keys)
 }
 AUTOSCALE_ACTIONS = ("Microsoft.Insights/autoscalesettings/read", "Microsoft.Insights/autoscalesettings/write",
                      "Microsoft.Insights/autoscalesettings/delete")
+ACR = "Microsoft.ContainerRegistry/registries"
+BUILD_ACTIONS = (f"{ACR}/read", f"{ACR}/listBuildSourceUploadUrl/action", f"{ACR}/scheduleRun/action",
+                 f"{ACR}/runs/read", f"{ACR}/runs/listLogSasUrl/action", f"{ACR}/runs/cancel/action")
 
 
 def required_actions(s: Settings) -> dict[str, list[str]]:
-    """ARM actions a rollout performs, keyed by the scope they are checked at (``workspace``, ``resource_group``).
+    """ARM actions a rollout performs, keyed by the scope they are checked at (``workspace``, ``resource_group``,
+    and with ``R1_IMAGE`` empty the workspace's ``registry``, where ACR Tasks builds the image).
 
     Never ``onlineEndpoints/delete``: the rollout creates and updates its endpoint but never deletes it."""
     workspace = [
@@ -44,7 +48,8 @@ def required_actions(s: Settings) -> dict[str, list[str]]:
     if s.model_supply == "registered-asset":
         workspace += [f"{ML}/models/versions/read", f"{ML}/models/versions/write"]
     return {"workspace": workspace,
-            "resource_group": list(AUTOSCALE_ACTIONS) if s.autoscale.enabled else []}
+            "resource_group": list(AUTOSCALE_ACTIONS) if s.autoscale.enabled else [],
+            "registry": [] if s.image else list(BUILD_ACTIONS)}
 
 
 @lru_cache(maxsize=512)
@@ -74,23 +79,32 @@ def missing_actions(required: Iterable[str], permissions: Iterable[Any]) -> list
     return [action for action in required if not any(_grants(p, action) for p in permissions)]
 
 
-def caller_permissions(client: Any, s: Settings) -> dict[str, list[Any]]:
-    """The caller's permissions at the workspace and at its resource group (two SDK calls)."""
-    return {
+def caller_permissions(client: Any, s: Settings, registry_id: str | None) -> dict[str, list[Any]]:
+    """The caller's permissions at the workspace, its resource group and its registry (one SDK call each)."""
+    from azure.mgmt.core.tools import parse_resource_id
+
+    found = {
         "workspace": list(client.permissions.list_for_resource(
             s.resource_group, "Microsoft.MachineLearningServices", "", "workspaces", s.workspace)),
         "resource_group": list(client.permissions.list_for_resource_group(s.resource_group)),
+        "registry": [],
     }
+    if registry_id:
+        reg = parse_resource_id(registry_id)
+        found["registry"] = list(client.permissions.list_for_resource(
+            reg["resource_group"], "Microsoft.ContainerRegistry", "", "registries", reg["name"]))
+    return found
 
 
-def refusal(s: Settings, client: Any) -> str | None:
+def refusal(s: Settings, client: Any, registry_id: str | None = None) -> str | None:
     """Why the rollout's principal may not run it (the missing actions), or None.
 
-    ``client`` is the factory's ``clients.authorization_client(s)``."""
+    ``client`` is the factory's ``clients.authorization_client(s)``; ``registry_id`` the workspace's
+    ``container_registry`` (its permissions are read only when the rollout builds the image)."""
     from azure.core.exceptions import HttpResponseError
 
     try:
-        permissions = caller_permissions(client, s)
+        permissions = caller_permissions(client, s, None if s.image else registry_id)
     except HttpResponseError as err:
         if err.status_code == 403:
             return f"the principal may not read its own permissions ({PERMISSIONS_READ}): {err.message}"

@@ -12,15 +12,13 @@ The rollout and the ``loadtest`` flow use these names (stable):
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
 from pydantic import SecretStr, ValidationError
 
 from tasks.cli import InputError
@@ -31,6 +29,7 @@ from tasks.loadtest.report import write_report
 from tasks.loadtest.spec import LoadSpec
 from tasks.settings import Slo
 from tasks.loadtest.slo import Verdict, evaluate, evaluate_by_deployment
+from tasks.reports import run_logger
 
 __all__ = [
     "BackgroundLoad", "LoadRun", "LoadSpec", "RequestRecord", "Destination", "Verdict", "build_spec", "build_destination",
@@ -96,17 +95,10 @@ def run_info(dest: Destination, run: LoadRun) -> dict[str, Any]:
     }
 
 
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("r1.loadtest")
-
-
 @task(name="load-test", cache_policy=NO_CACHE)
 async def run_loadtest(dest: Destination, spec: LoadSpec) -> LoadRun:
     """Run the load with a progress line every 2 s (to the log, never stdout)."""
-    log = _logger()
+    log = run_logger("r1.loadtest")
 
     def progress(p: Progress, elapsed: float) -> None:
         log.info("load test: %d sent, %d done, %d failed, %.1f s", p.sent, p.done, p.failed, elapsed)
@@ -121,5 +113,5 @@ def report_loadtest(dest: Destination, run: LoadRun, slo: Slo | None, reports_di
     info = run_info(dest, run)
     folder = write_report(run.records, summary, info, reports_dir)
     for warning in summary["warnings"]:
-        _logger().warning("load test: %s", warning)
+        run_logger("r1.loadtest").warning("load test: %s", warning)
     return {"run": info, **summary, "report_dir": str(folder)}

@@ -85,6 +85,11 @@ def inference_config() -> dict[str, dict[str, Any]]:
     }
 
 
+# With R1_IMAGE empty the image is what the build makes: no digest exists until then.
+BUILT_IMAGE_NOTE = ("# image: empty here; `python -m flows.build_image` (or the rollout) builds docker/ with ACR Tasks\n"
+                    "# and registers the r1-vllm environment pinned to the digest the build reported.\n")
+
+
 def build_environment(settings: Settings, image: str | None = None, name: str | None = None) -> Environment:
     """Inline (anonymous) when unnamed, as a deployment sends it; named for environment.yml."""
     return Environment(name=name, image=image or settings.image, inference_config=inference_config())
@@ -184,11 +189,12 @@ def to_yaml(schema: str, data: dict[str, Any]) -> str:
 def rendered_files(settings: Settings) -> dict[str, str]:
     """Repository-relative path -> content, for the given settings (pure)."""
     environment = build_environment(settings, name=ENVIRONMENT_NAME)
+    note = "" if settings.image else BUILT_IMAGE_NOTE
     return {
         DOCKERFILE: render_dockerfile(settings),
-        ENVIRONMENT_YML: to_yaml(SCHEMAS[ENVIRONMENT_YML], entity_dict(environment)),
+        ENVIRONMENT_YML: note + to_yaml(SCHEMAS[ENVIRONMENT_YML], entity_dict(environment)),
         ENDPOINT_YML: to_yaml(SCHEMAS[ENDPOINT_YML], entity_dict(build_endpoint(settings))),
-        DEPLOYMENT_YML: to_yaml(
+        DEPLOYMENT_YML: note + to_yaml(
             SCHEMAS[DEPLOYMENT_YML], deployment_dict(build_deployment(settings, RENDERED_DEPLOYMENT_NAME))
         ),
     }

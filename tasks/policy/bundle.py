@@ -312,7 +312,9 @@ def bundle_from_files(
     deployment_yaml: Path | None = None,
     dockerfile: Path | None = None,
 ) -> SpecBundle:
-    """Our rendered specs; on the migration path a user's own files replace the matching ones."""
+    """Our rendered specs; on the migration path a user's own files replace the matching ones.
+    ``R1_DOCKERFILE`` is such a file too: the one the image build would build."""
+    dockerfile = dockerfile or settings.dockerfile
     sources = {
         "endpoint": str(endpoint_yaml) if endpoint_yaml else "settings",
         "deployment": str(deployment_yaml) if deployment_yaml else "settings",

@@ -73,3 +73,13 @@ def gate(bundle: SpecBundle, waivers: list[Waiver], today: date) -> list[Finding
 def blocking(findings: list[Finding]) -> list[Finding]:
     """Unwaived errors: any of these stops a rollout (plan exit code 1)."""
     return [f for f in findings if f.severity == "error" and not f.waived]
+
+
+# What a Dockerfile decides: the image build is refused on these before anything is uploaded.
+IMAGE_CATEGORIES = frozenset({"image", "runtime-hardening", "telemetry", "model-supply"})
+
+
+def refusal(findings: list[Finding], categories: frozenset[str] | None = None) -> str | None:
+    """One line naming the blocking findings (only those of ``categories`` when given), or None."""
+    errors = [f for f in blocking(findings) if categories is None or f.category in categories]
+    return "policy gate: " + "; ".join(f"{f.rule}: {f.message}" for f in errors) if errors else None

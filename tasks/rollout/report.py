@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from tasks.image.report import log_section
 from tasks.loadtest.record import RequestRecord
 from tasks.reports import publish_markdown, publish_table, write_json, write_text
 
@@ -73,6 +74,7 @@ def markdown(timeline: Timeline, outcome: str, reason: str) -> str:
         split = ", ".join(f"{k} {v} %" for k, v in sorted(e.traffic.items())) or "-"
         detail = e.detail.replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {e.t_s:.1f} | {e.step} | {e.status} | {split} | {detail} |")
+    lines += log_section(timeline.extra.get("image_build_log") or [])
     return "\n".join(lines) + "\n"
 
 

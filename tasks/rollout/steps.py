@@ -17,21 +17,22 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from tasks.azureml import access
 from tasks.azureml.autoscale import autoscale_name, build_autoscale
 from tasks.azureml.deployment import delete_deployment, desired_deployment, fetch_logs, spec_hash, start_deployment, wait_ready
 from tasks.azureml.endpoint import ensure_endpoint, read_live_state, scoring_base, set_traffic, update_tags
-from tasks.azureml.image import ImageError, ImageSource
 from tasks.azureml.model_asset import ensure_model_asset
+from tasks.image.build import BlobOpener, build_from_settings
+from tasks.image.context import ContextError, is_pinned
 from tasks.azureml.scoring import scoring_bearer
 from tasks.loadtest.client import BackgroundLoad, Destination, run_load
 from tasks.loadtest.metrics import summarise
 from tasks.loadtest.slo import evaluate, evaluate_by_deployment
 from tasks.loadtest.spec import LoadSpec
 from tasks.policy.bundle import bundle_from_files
-from tasks.policy.gate import blocking, gate
+from tasks.policy.gate import gate, refusal
 from tasks.rollout import bake, lock
 from tasks.rollout.reconcile import RolloutPlan, plan_rollout, rollback_split, split
 from tasks.rollout.smoke import run_smoke
@@ -70,35 +71,43 @@ def failed(step: str, detail: str, failure: str, **kw: Any) -> StepResult:
 
 
 # Before any change ------------------------------------------------------------------------------------
-def preflight(ml: Any, authz: Any, s: Settings, images: ImageSource) -> tuple[str, StepResult]:
+def preflight(ml: Any, authz: Any, s: Settings) -> StepResult:
     """Bakes that can be judged, the principal's permissions (``authz``: the authorization client), region from
-    the live workspace, the digest-pinned image, the policy gate."""
+    the live workspace, a given image pinned by digest, the policy gate (the Dockerfile's FROM included)."""
     problem = bake.unjudgeable_bake(s)
     if problem:
         raise Refused(problem)
-    denied = access.refusal(s, authz)  # RBAC: the actions the rollout needs, from the caller's own permissions
+    try:
+        registry_id = ml.workspaces.get(s.workspace).container_registry
+    except HttpResponseError as err:  # a principal that may not read the workspace: the refusal below says so
+        if err.status_code != 403:
+            raise
+        registry_id = None
+    # RBAC: the actions the rollout needs, from the caller's own permissions (the registry's too when it builds)
+    denied = access.refusal(s, authz, registry_id)
     if denied:
         raise Refused(denied)
     location = (ml.workspaces.get(s.workspace).location or "").lower()
     if location not in s.allowed_regions:
         raise Refused(f"workspace {s.workspace} is in {location!r}, outside R1_ALLOWED_REGIONS {s.allowed_regions}")
-    try:
-        pinned = images.resolve(s.image)
-    except ImageError as err:
-        raise Refused(str(err)) from None
-    findings = gate(bundle_from_files(s.model_copy(update={"image": pinned})), s.policy_waivers, date.today())
-    errors = blocking(findings)
-    if errors:
-        raise Refused("policy gate: " + "; ".join(f"{f.rule}: {f.message}" for f in errors))
-    return pinned, StepResult("preflight", "ok",
-                              f"region {location}; image {pinned}; {len(findings)} finding(s), none blocking")
+    if s.image and not is_pinned(s.image):
+        raise Refused(f"R1_IMAGE={s.image!r} is not pinned by digest: set <registry>/<repository>@sha256:<digest>, "
+                      "or leave R1_IMAGE empty to build docker/ in the workspace's registry (docs/image-build.md)")
+    findings = gate(bundle_from_files(s), s.policy_waivers, date.today())
+    if refused := refusal(findings):
+        raise Refused(refused)
+    return StepResult("preflight", "ok", f"region {location}; {len(findings)} finding(s), none blocking")
 
 
-def provide_image(images: ImageSource, image: str) -> StepResult:
+def image(ml: Any, acr: Any, open_blob: BlobOpener, s: Settings) -> tuple[str, StepResult]:
+    """The digest-pinned image to deploy: ``R1_IMAGE`` as given, else built (or reused) from docker/."""
+    if s.image:
+        return s.image, StepResult("image", "ok", f"{s.image} (R1_IMAGE, pinned; no build)")
     try:
-        return StepResult("image", "ok", images.provide(image))
-    except ImageError as err:
+        built = build_from_settings(ml, acr, open_blob, s)
+    except ContextError as err:
         raise Refused(str(err)) from None
+    return built.image, StepResult("image", "ok", built.line(), evidence={"image_build": built.summary()})
 
 
 def endpoint(ml: Any, s: Settings, ca: str | bool) -> tuple[Destination, StepResult]:
