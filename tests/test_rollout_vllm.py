@@ -41,6 +41,8 @@ def test_quick_start_rollout_with_real_vllm(tmp_path):
         assert code == 0, stderr[-5000:]
         assert (outcome["outcome"], outcome["new"], outcome["traffic"]) == ("promoted", "blue", {"blue": 100})
         check_report(Path(outcome["report_dir"]), shifts={"shift 100 %"})
+        built = json.loads((Path(outcome["report_dir"]) / "rollout.json").read_text())["image_build"]
+        assert built["built"] and built["image"].startswith("r1emulatoracr.azurecr.io/r1-vllm@sha256:")
 
         # a vLLM argument changes: green is staged, takes 50 % then 100 % of live traffic, blue retired
         code, outcome, stderr = run_cli({**env, "R1_VLLM__MAX_NUM_SEQS": "64",
@@ -49,5 +51,7 @@ def test_quick_start_rollout_with_real_vllm(tmp_path):
         assert code == 0, stderr[-5000:]
         assert (outcome["outcome"], outcome["new"], outcome["traffic"]) == ("promoted", "green", {"green": 100})
         check_report(Path(outcome["report_dir"]), shifts={"shift 50 %", "shift 100 %"})
+        again = json.loads((Path(outcome["report_dir"]) / "rollout.json").read_text())["image_build"]
+        assert (again["built"], again["image"]) == (False, built["image"])  # docker/ unchanged: reused
     finally:
         process.stop(tmp_path / "emulator")  # the flow started it detached, to outlive the run
