@@ -28,6 +28,7 @@ from tasks.image.context import ContextError
 from tasks.image.report import write_report
 from tasks.policy.bundle import bundle_from_files
 from tasks.policy.gate import IMAGE_CATEGORIES, gate, refusal
+from tasks.prefect_home import print_run_url
 from tasks.settings import load_settings
 
 build = task(build_from_settings, name="build", task_run_name="build docker/", cache_policy=NO_CACHE)
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load_settings()  # invalid settings: exit 2 before Prefect starts
     with contextlib.redirect_stdout(sys.stderr):
-        result = build_image(return_state=True).result(raise_on_failure=False)
+        state = build_image(return_state=True)
+    print_run_url(state.state_details.flow_run_id)
+    result = state.result(raise_on_failure=False)
     if isinstance(result, InputError):
         raise result
     if isinstance(result, BaseException):

@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger
 
 from tasks.cli import EXIT_FAILED, EXIT_OK, run_cli
 from tasks.loadtest.run import LoadSpec, build_spec, build_destination, report_loadtest, run_loadtest
+from tasks.prefect_home import print_run_url
 from tasks.settings import load_settings
 
 EXIT_INCONCLUSIVE = 3
@@ -126,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = spec_from_args(args)
     build_destination(args.base_url, args.api_key_env, args.deployment, args.ca_bundle)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the summary
-        summary = asyncio.run(loadtest(args.base_url, args.api_key_env, args.deployment, args.ca_bundle, spec))
+        state = asyncio.run(loadtest(args.base_url, args.api_key_env, args.deployment, args.ca_bundle, spec,
+                                     return_state=True))
+    print_run_url(state.state_details.flow_run_id)
+    summary = state.result()
     print(json.dumps(summary) if args.json else text_summary(summary))
     return exit_code(summary, gate=not args.no_slo_gate)
 

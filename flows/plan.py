@@ -23,6 +23,7 @@ from tasks.cli import EXIT_FAILED, EXIT_OK, InputError, run_cli
 from tasks.policy.gate import gate
 from tasks.policy.bundle import bundle_from_files
 from tasks.policy.report import build_report, to_markdown
+from tasks.prefect_home import print_run_url
 from tasks.reports import publish_markdown, write_json, write_text
 from tasks.rollout.bake import unjudgeable_bake
 from tasks.settings import load_settings
@@ -100,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     # Invalid settings or files fail here, before Prefect starts: exit 2 with one line per problem.
     evaluate(args.endpoint_yaml, args.deployment_yaml, args.dockerfile)
     with contextlib.redirect_stdout(sys.stderr):  # the SDK prints progress dots; stdout is the report's
-        report = plan(args.endpoint_yaml, args.deployment_yaml, args.dockerfile, args.render_to)
+        state = plan(args.endpoint_yaml, args.deployment_yaml, args.dockerfile, args.render_to, return_state=True)
+    print_run_url(state.state_details.flow_run_id)
+    report = state.result()
     print(json.dumps(report) if args.json else summary(report))
     return EXIT_OK if report["ok"] else EXIT_FAILED
 

@@ -34,6 +34,7 @@ from tasks.cli import run_cli
 from tasks.image.build import ImageBuildFailed
 from tasks.loadtest.client import BackgroundLoad, Destination
 from tasks.loadtest.record import RequestRecord
+from tasks.prefect_home import print_run_url
 from tasks.rollout import steps
 from tasks.rollout.bake import bake_spec
 from tasks.rollout.lock import RolloutLocked, me
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()  # invalid settings: exit 2 before Prefect starts
     with contextlib.redirect_stdout(sys.stderr):
         state = rollout(return_state=True)
+    print_run_url(state.state_details.flow_run_id)
     result = state.result(raise_on_failure=False)
     if isinstance(result, Exception) and not isinstance(result, (Refused, RolledBack)):
         result = recorded_failure(settings.reports_dir, str(state.state_details.flow_run_id)[:8]) or result
