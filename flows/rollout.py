@@ -39,6 +39,7 @@ from tasks.rollout import steps
 from tasks.rollout.bake import bake_spec
 from tasks.rollout.lock import RolloutLocked, me
 from tasks.rollout.outcome import cli_outcome, recorded_failure
+from tasks.rollout.progress import rollout_phases
 from tasks.rollout.reconcile import RolloutPlan, remaining_steps, settled
 from tasks.rollout.report import Timeline, plot, publish
 from tasks.rollout.steps import Refused, RolledBack, StepResult
@@ -72,8 +73,7 @@ def record(timeline: Timeline, result: StepResult | None) -> None:
     """Log and keep what a step decided; a failed gate becomes the rollback's reason."""
     if result is None:
         return
-    timeline.record(result)
-    get_run_logger().info("%s: %s %s", result.step, result.status, result.detail)
+    timeline.record(result)  # logged too: the run's log tab reads as the runbook
     if result.failure:
         raise RolledBack(result.failure)
 
@@ -144,18 +144,19 @@ def rollout(image: str | None = None, traffic_steps: list[int] | None = None, ba
 def _promote(ml: Any, s: Settings, timeline: Timeline, decided: RolloutPlan, pinned: str, dest: Destination,
              records: list[RequestRecord], shares: list[tuple[float, int]]) -> None:
     """Stage, gate, then shift live traffic in steps while a background load bakes each one."""
+    timeline.progress.expect(rollout_phases(s, decided))
     record(timeline, stage(ml, s, decided, pinned))
-    record(timeline, ready(ml, s, decided))
+    record(timeline, ready(ml, s, decided, timeline.waiting))
     record(timeline, smoke(s, dest, decided))
     record(timeline, load_gate(s, dest, decided))
     with BackgroundLoad(dest, bake_spec(s)) as live:
         try:
             if s.mirror_percent and decided.old:
-                record(timeline, mirror(ml, s, decided, live))
+                record(timeline, mirror(ml, s, decided, live, timeline.waiting))
             for percent in remaining_steps(s.traffic_steps, decided):
                 if percent == 100 and s.require_approval:
                     approve_promotion(s, timeline)
-                result, moved = shift(ml, s, decided, percent, live, timeline.record)
+                result, moved = shift(ml, s, decided, percent, live, timeline.record, timeline.waiting)
                 shares.append(moved)
                 record(timeline, result)
         finally:
@@ -164,8 +165,7 @@ def _promote(ml: Any, s: Settings, timeline: Timeline, decided: RolloutPlan, pin
 
 def _outcome(ml: Any, s: Settings, timeline: Timeline, decided: RolloutPlan, outcome: str, reason: str,
              records: list[RequestRecord] = (), shares: list[tuple[float, int]] = ()) -> dict[str, Any]:
-    plot(list(records), list(shares), decided.new, timeline.folder / "rollout.png")
-    publish(timeline, outcome, reason)
+    publish(timeline, outcome, reason, plot(list(records), list(shares), decided.new, timeline.folder / "rollout.png"))
     traffic = read_live_state(ml, s.endpoint_name).traffic
     return {"outcome": outcome, "reason": reason, "new": decided.new, "old": decided.old, "traffic": traffic,
             "report_dir": str(timeline.folder)}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -34,6 +33,7 @@ from tasks.loadtest.spec import LoadSpec
 from tasks.policy.bundle import bundle_from_files
 from tasks.policy.gate import gate, refusal
 from tasks.rollout import bake, lock
+from tasks.rollout.progress import Waiting, watched_sleep
 from tasks.rollout.reconcile import RolloutPlan, plan_rollout, rollback_split, split
 from tasks.rollout.smoke import run_smoke
 from tasks.settings import Settings
@@ -164,8 +164,10 @@ def ready_deadline_s(s: Settings) -> float:
     return s.probes.readiness.window_seconds * 1.5 + 60
 
 
-def ready(ml: Any, s: Settings, plan: RolloutPlan) -> StepResult:
-    result = wait_ready(ml, s.endpoint_name, plan.new, ready_deadline_s(s))
+def ready(ml: Any, s: Settings, plan: RolloutPlan, waiting: Waiting) -> StepResult:
+    """Poll the new colour's provisioning until ready or the deadline; ``waiting`` hears how long it has waited."""
+    deadline = ready_deadline_s(s)
+    result = wait_ready(ml, s.endpoint_name, plan.new, deadline, sleep=watched_sleep("ready", deadline, waiting))
     if not result.ready:
         error = result.error or "not ready"
         return failed("ready", error, error, evidence={"new_colour_logs": fetch_logs(ml, s.endpoint_name, plan.new)})
@@ -201,13 +203,13 @@ def load_gate(s: Settings, dest: Destination, plan: RolloutPlan) -> StepResult:
 
 
 # Mirror and shift, on live traffic -------------------------------------------------------------------
-def mirror(ml: Any, s: Settings, plan: RolloutPlan, live: BackgroundLoad) -> StepResult:
+def mirror(ml: Any, s: Settings, plan: RolloutPlan, live: BackgroundLoad, waiting: Waiting) -> StepResult:
     """Shadow a share of live traffic to the new colour; live answers (old colour) must stay healthy."""
     name = s.endpoint_name
     traffic = read_live_state(ml, name).traffic
     set_traffic(ml, name, traffic, {plan.new: s.mirror_percent})
     start = live.now()
-    time.sleep(s.bake_seconds)
+    watched_sleep("mirror", s.bake_seconds, waiting)(s.bake_seconds)
     end = live.now()
     set_traffic(ml, name, traffic, {})
     live.settle(end, s.request_timeout_ms / 1000)
@@ -220,8 +222,9 @@ def mirror(ml: Any, s: Settings, plan: RolloutPlan, live: BackgroundLoad) -> Ste
 
 
 def shift(ml: Any, s: Settings, plan: RolloutPlan, percent: int, live: BackgroundLoad,
-          progress: Callable[[StepResult], None]) -> tuple[StepResult, tuple[float, int]]:
-    """Move ``percent`` of live traffic to the new colour, bake, judge; returns the result and when it moved."""
+          progress: Callable[[StepResult], Any], waiting: Waiting) -> tuple[StepResult, tuple[float, int]]:
+    """Move ``percent`` of live traffic to the new colour, bake, judge; returns the result and when it moved.
+    ``progress`` records that the bake started, ``waiting`` hears how long it has baked."""
     step = f"shift {percent} %"
     traffic = split(plan.new, plan.old, percent)
     set_traffic(ml, s.endpoint_name, traffic, {})
@@ -229,15 +232,16 @@ def shift(ml: Any, s: Settings, plan: RolloutPlan, percent: int, live: Backgroun
     if s.bake_seconds <= 0:
         return StepResult(step, "ok", "no bake configured", traffic), moved
     progress(StepResult(step, "info", f"baking {s.bake_seconds:g} s on live traffic", traffic))
+    pause = watched_sleep(step, s.bake_seconds, waiting)
     start = live.now()
-    time.sleep(s.bake_seconds)
+    pause(s.bake_seconds)
     while True:
         end = live.now()
         live.settle(end, s.request_timeout_ms / 1000)  # requests still in flight are judged too
         verdicts = evaluate_by_deployment(live.records(), s.slo, (start, end))
         if not bake.keep_baking(verdicts, plan.new, end - start, s.bake_seconds):
             break
-        time.sleep(min(1.0, s.bake_seconds / 2))
+        pause(min(1.0, s.bake_seconds / 2))
     problems = bake.failures(verdicts, plan.new, end - start)
     result = StepResult(step, "failed" if problems else "ok", f"baked {end - start:.1f} s; {bake.summary(verdicts)}",
                         traffic, verdict={k: v.to_dict() for k, v in verdicts.items()})
