@@ -13,12 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from emulator.engines.fake import REPO_ROOT, instance_command
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.ports import free_port
 
 
 @dataclass

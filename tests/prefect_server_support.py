@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
+from tests.ports import free_port
 from tests.rollout_support import REPO_ROOT, cli_env
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -29,12 +29,6 @@ TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 def deployment_names() -> list[str]:
     """The name of every deployment in prefect.yaml (a deployment added there is covered without a test edit)."""
     return [d["name"] for d in yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -9,7 +9,6 @@ import inspect
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from tasks import prefect_home as ph
+from tests.ports import free_port
 from tests.rollout_support import REPO_ROOT, cli_env, fast_env
 
 LOCAL = ph.Local(Path("/tmp/home"), 4321)
@@ -103,11 +103,6 @@ def test_every_flow_is_a_deployment_and_plan_is_scheduled():
 
 
 # One real server ---------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _module(env: dict[str, str], *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
@@ -121,7 +116,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str
 
 class Server:
     def __init__(self, root: Path):
-        self.local = ph.Local(root / "prefect", _free_port())
+        self.local = ph.Local(root / "prefect", free_port())
         self.env = cli_env({"R1_PREFECT_HOME": str(self.local.home), "R1_PREFECT_PORT": str(self.local.port),
                             "R1_EMULATOR_STATE_DIR": str(root / "no-emulator"),
                             "R1_REPORTS_DIR": str(root / "reports")}, root / "user-home")

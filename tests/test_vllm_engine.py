@@ -6,7 +6,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from emulator.engines.vllm import build as engine_build
 from emulator.engines.vllm.benchmark import run_serve_benchmark
 from emulator.engines.vllm.layout import BUILD_COMMAND, ENGINE_DIR_VAR, EngineLayout, engine_layout, write_stamp
 from tasks.settings import load_settings
+from tests.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVED_NAME = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
@@ -150,12 +150,6 @@ def test_the_rollout_profile_carries_the_local_profile():
 
 
 # ---- the real engine ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
