@@ -68,6 +68,8 @@ def test_the_log_tail_yields_whole_lines_and_keeps_the_last_ones():
     assert tail.feed(b"Step 1/2 : FROM x\nStep 2/2 : RU") == ["Step 1/2 : FROM x"]
     assert tail.feed(b"N true\n") == ["Step 2/2 : RUN true"]
     assert tail.feed(b"no newline at the end", final=True) == ["no newline at the end"]
+    assert tail.feed(b"last, then the log completes") == []
+    assert tail.feed(b"", final=True) == ["last, then the log completes"]  # no new bytes: still flushed
     for i in range(30):
         tail.feed(f"line {i}\n".encode())
     assert list(tail.last)[-1] == "line 29" and len(tail.last) == 20

@@ -3,7 +3,7 @@
 Order (what ``az acr build`` does, then the seed's environment): look for an environment version tagged
 with the context's hash (found: reuse its digest, no run); else upload the context, schedule a
 ``DockerBuildRequest``, stream the run's log into ours until its blob says ``Complete``, cancel the run if
-it outlives ``R1_IMAGE_BUILD_TIMEOUT_S``, and register ``r1:<n>`` pinned to the digest the run reported.
+it outlives ``R1_IMAGE_BUILD_TIMEOUT_S``, and register ``r1-vllm:<n>`` pinned to the digest the run reported.
 A failure names what failed (the Dockerfile line, the base image, the timeout) and keeps the log's last lines.
 """
 
@@ -135,11 +135,11 @@ def _follow(acr: Any, open_blob: BlobOpener, reg: registry.Registry, run_id: str
             blob = blob or open_blob(registry.log_url(acr, reg, run_id))
             props = blob.get_blob_properties()
             complete = any(k.lower() == "complete" for k in props.metadata or {})
-            if props.size > offset:
-                data = blob.download_blob(offset=offset, length=props.size - offset).readall()
-                offset += len(data)
-                for line in tail.feed(data, final=complete):
-                    log(line)
+            data = blob.download_blob(offset=offset, length=props.size - offset).readall() \
+                if props.size > offset else b""
+            offset += len(data)
+            for line in tail.feed(data, final=complete):  # complete: a last line without a newline counts too
+                log(line)
         except AzureError:  # the log is not there yet, or a blip: the run's state still decides
             complete = False
         if state.final:

@@ -78,16 +78,16 @@ def preflight(ml: Any, authz: Any, s: Settings) -> StepResult:
     if problem:
         raise Refused(problem)
     try:
-        registry_id = ml.workspaces.get(s.workspace).container_registry
+        workspace = ml.workspaces.get(s.workspace)
     except HttpResponseError as err:  # a principal that may not read the workspace: the refusal below says so
         if err.status_code != 403:
             raise
-        registry_id = None
+        workspace = None
     # RBAC: the actions the rollout needs, from the caller's own permissions (the registry's too when it builds)
-    denied = access.refusal(s, authz, registry_id)
+    denied = access.refusal(s, authz, workspace.container_registry if workspace else None)
     if denied:
         raise Refused(denied)
-    location = (ml.workspaces.get(s.workspace).location or "").lower()
+    location = ((workspace or ml.workspaces.get(s.workspace)).location or "").lower()
     if location not in s.allowed_regions:
         raise Refused(f"workspace {s.workspace} is in {location!r}, outside R1_ALLOWED_REGIONS {s.allowed_regions}")
     if s.image and not is_pinned(s.image):
