@@ -38,7 +38,7 @@ from tasks.prefect_home import print_run_url
 from tasks.rollout import steps
 from tasks.rollout.bake import bake_spec
 from tasks.rollout.lock import RolloutLocked, me
-from tasks.rollout.outcome import cli_outcome, recorded_failure
+from tasks.rollout.outcome import cli_outcome, recorded_failure, reported
 from tasks.rollout.progress import rollout_phases
 from tasks.rollout.reconcile import RolloutPlan, remaining_steps, settled
 from tasks.rollout.report import Timeline, plot, publish
@@ -61,7 +61,7 @@ load_gate = gate(steps.load_gate, name="load-gate", task_run_name="load gate {pl
 mirror = gate(steps.mirror, name="mirror", task_run_name="mirror {plan.new}")
 shift = gate(steps.shift, name="shift", task_run_name="shift {percent} %")
 autoscale, retire = arm(steps.autoscale, name="autoscale"), arm(steps.retire, name="retire")
-rollback = arm(steps.rollback, name="rollback")
+rollback, remember = arm(steps.rollback, name="rollback"), arm(steps.remember_outcome, name="record outcome")
 
 
 class Approval(RunInput):
@@ -93,10 +93,11 @@ def approve_promotion(s: Settings, timeline: Timeline) -> None:
 
 @flow(name="rollout", log_prints=False)
 def rollout(image: str | None = None, traffic_steps: list[int] | None = None, bake_seconds: float | None = None,
-            mirror_percent: int | None = None, require_approval: bool | None = None) -> dict[str, Any]:
+            mirror_percent: int | None = None, require_approval: bool | None = None,
+            model_asset: str | None = None) -> dict[str, Any]:
     """Blue/green rollout of the settings' model and image. Parameters override the matching R1_* settings."""
-    given = dict(image=image, traffic_steps=traffic_steps, bake_seconds=bake_seconds,
-                 mirror_percent=mirror_percent, require_approval=require_approval)
+    given = dict(image=image, traffic_steps=traffic_steps, bake_seconds=bake_seconds, mirror_percent=mirror_percent,
+                 require_approval=require_approval, model_asset=model_asset)
     s = load_settings(**{k: v for k, v in given.items() if v is not None})
     ctx = FlowRunContext.get()
     run_id = str(ctx.flow_run.id)[:8] if ctx and ctx.flow_run else uuid.uuid4().hex[:8]
@@ -112,11 +113,11 @@ def rollout(image: str | None = None, traffic_steps: list[int] | None = None, ba
         take_lock(ml, s.endpoint_name, mine)
     except (Refused, RolloutLocked) as err:
         publish(timeline, "refused", str(err))
-        raise _reported(Refused(str(err)), timeline) from None
+        raise reported(Refused(str(err)), timeline) from None
     except ImageBuildFailed as err:  # nothing changed yet: the build's own failure, with its log's last lines
         timeline.record(StepResult("image", "failed", str(err), evidence={"image_build_log": err.log_tail}))
         publish(timeline, "failed", str(err))
-        raise _reported(err, timeline) from None
+        raise reported(err, timeline) from None
     try:
         record(timeline, model(ml, s))
         decided, result = plan(ml, s, pinned)
@@ -133,7 +134,7 @@ def rollout(image: str | None = None, traffic_steps: list[int] | None = None, ba
                 get_run_logger().error("rolling back: %s", reason)
                 record(timeline, rollback(ml, s, decided, reason))
                 _outcome(ml, s, timeline, decided, "rolled back", reason, records, shares)
-                raise _reported(RolledBack(reason), timeline) from None
+                raise reported(RolledBack(reason), timeline) from None
         record(timeline, autoscale(ml, clients.monitor_client(s), s, decided))
         record(timeline, retire(ml, s, decided))
         return _outcome(ml, s, timeline, decided, "promoted", f"{decided.new} serves 100 %", records, shares)
@@ -166,14 +167,11 @@ def _promote(ml: Any, s: Settings, timeline: Timeline, decided: RolloutPlan, pin
 def _outcome(ml: Any, s: Settings, timeline: Timeline, decided: RolloutPlan, outcome: str, reason: str,
              records: list[RequestRecord] = (), shares: list[tuple[float, int]] = ()) -> dict[str, Any]:
     publish(timeline, outcome, reason, plot(list(records), list(shares), decided.new, timeline.folder / "rollout.png"))
+    if outcome != "no-op":
+        remember(ml, s, decided, outcome, reason, timeline.run_id)
     traffic = read_live_state(ml, s.endpoint_name).traffic
     return {"outcome": outcome, "reason": reason, "new": decided.new, "old": decided.old, "traffic": traffic,
             "report_dir": str(timeline.folder)}
-
-
-def _reported(err: Exception, timeline: Timeline) -> Exception:
-    err.report_dir = str(timeline.folder)
-    return err
 
 
 # Command line ---------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from tasks.rollout.reconcile import SPEC_HASH_TAG
+from tasks.rollout.tags import IMAGE_TAG, MODEL_TAG, last_rollout, previous
+from tasks.settings import Settings
 from tests.rollout_support import fast_env, knobs, live_deployments, report, run_in_process, steps
 
 
@@ -49,6 +52,13 @@ def test_old_colour_kept_warm_then_retired_by_a_later_run(emulator, prefect_api,
     assert status == "completed" and promoted["new"] == "green", promoted
     assert live_deployments(ml, endpoint) == ({"green": 100}, ["blue", "green"])
     assert ("retire", "skipped") in steps(report(promoted))
+    # what the day-two flows read back: the colour rolled away from, and the outcome, on the endpoint itself
+    blue = ml.online_deployments.get(name="blue", endpoint_name=endpoint).tags
+    tags = ml.online_endpoints.get(endpoint).tags
+    assert previous(tags) is not None and previous(tags).colour == "blue"
+    assert (previous(tags).image, previous(tags).spec_hash) == (blue[IMAGE_TAG], blue[SPEC_HASH_TAG])
+    assert previous(tags).model == env.get("R1_MODEL_ASSET", Settings().model_asset) == blue[MODEL_TAG]
+    assert (last_rollout(tags).outcome, last_rollout(tags).new, last_rollout(tags).old) == ("promoted", "green", "blue")
 
     status, again = run_in_process(monkeypatch, change)
     assert status == "completed" and again["outcome"] == "no-op", again

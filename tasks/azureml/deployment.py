@@ -17,6 +17,7 @@ from azure.ai.ml.entities import ManagedOnlineDeployment
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from tasks.rollout.reconcile import SPEC_HASH_TAG
+from tasks.rollout.tags import IMAGE_TAG, MODEL_TAG
 from tasks.settings import Settings
 from tasks.plan.specs import build_deployment, deployment_dict
 
@@ -30,7 +31,8 @@ def desired_deployment(settings: Settings, colour: str, image: str) -> ManagedOn
     spec = deployment_dict(deployment)
     spec.pop("name", None)
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    deployment.tags = {**(deployment.tags or {}), SPEC_HASH_TAG: digest}
+    # image and model are recorded beside the hash (not hashed twice): what rollback and redeploy read back
+    deployment.tags = {**(deployment.tags or {}), SPEC_HASH_TAG: digest, IMAGE_TAG: image, MODEL_TAG: settings.model_asset}
     return deployment
 
 

@@ -25,6 +25,12 @@ def recorded_failure(reports_dir: Path, run_id: str) -> Exception | None:
     return err
 
 
+def reported(err: Exception, timeline: Any) -> Exception:
+    """``err`` carrying the folder of the run's report, for the command line to print."""
+    err.report_dir = str(timeline.folder)
+    return err
+
+
 def cli_outcome(result: dict[str, Any] | BaseException) -> tuple[int, dict[str, Any]]:
     """(exit code, outcome) for a flow's result: its dict, or the exception it ended with."""
     if not isinstance(result, BaseException):

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -32,10 +32,12 @@ from tasks.loadtest.slo import evaluate, evaluate_by_deployment
 from tasks.loadtest.spec import LoadSpec
 from tasks.policy.bundle import bundle_from_files
 from tasks.policy.gate import gate, refusal
-from tasks.rollout import bake, lock
+from tasks.events import emit
+from tasks.rollout import bake, lock, tags
 from tasks.rollout.progress import Waiting, watched_sleep
-from tasks.rollout.reconcile import RolloutPlan, plan_rollout, rollback_split, split
+from tasks.rollout.reconcile import SPEC_HASH_TAG, RolloutPlan, plan_rollout, rollback_split, split
 from tasks.rollout.smoke import run_smoke
+from tasks.rollout.tags import IMAGE_TAG, MODEL_TAG
 from tasks.settings import Settings
 
 LOAD_GATE_FIGURES = ("requests_completed", "requests_failed", "ttft_ms", "tpot_ms", "e2e_ms", "requests_per_s")
@@ -265,8 +267,14 @@ def autoscale(ml: Any, monitor: Any, s: Settings, plan: RolloutPlan) -> StepResu
 
 
 def retire(ml: Any, s: Settings, plan: RolloutPlan) -> StepResult | None:
+    """Record the colour rolled away from on the endpoint (what ``rollback`` puts back), then retire it or keep it warm."""
     if plan.old is None:
         return None
+    with contextlib.suppress(ResourceNotFoundError):
+        old = ml.online_deployments.get(name=plan.old, endpoint_name=s.endpoint_name).tags or {}
+        if old.get(IMAGE_TAG) and old.get(SPEC_HASH_TAG):
+            was = tags.Previous(plan.old, old[IMAGE_TAG], old[SPEC_HASH_TAG], old.get(MODEL_TAG, ""), _now())
+            update_tags(ml, s.endpoint_name, {tags.PREVIOUS_TAG: was.encode()})
     if s.keep_old_warm:
         return StepResult("retire", "skipped", f"{plan.old} kept warm at 0 % for instant rollback")
     delete_deployment(ml, s.endpoint_name, plan.old)
@@ -283,3 +291,15 @@ def rollback(ml: Any, s: Settings, plan: RolloutPlan, reason: str) -> StepResult
     fate = "kept at 0 % for forensics" if s.keep_failed_deployment else "deleted"
     return StepResult("rollback", "ok", f"{old or 'nothing'} serves 100 %; {plan.new} {fate}. Reason: {reason}",
                       read_live_state(ml, name).traffic)
+
+
+def remember_outcome(ml: Any, s: Settings, plan: RolloutPlan, outcome: str, reason: str, run: str) -> None:
+    """The outcome on the endpoint (``status`` reads it from anywhere) and as a Prefect event automations hang on."""
+    last = tags.LastRollout(outcome, reason, run, plan.new, plan.old, _now())
+    update_tags(ml, s.endpoint_name, {tags.LAST_ROLLOUT_TAG: last.encode()})
+    emit(f"r1.rollout.{outcome.replace(' ', '-')}", s.endpoint_name, {"new": plan.new, "old": plan.old, "run": run},
+         kept_warm=str(bool(s.keep_old_warm and plan.old and outcome == "promoted")).lower())
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
