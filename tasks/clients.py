@@ -66,12 +66,22 @@ def ensure_emulator(settings: Settings) -> Connection:
     state = StateDir(Path(settings.emulator_state_dir).resolve())
     if process.connection(state) is None:
         try:
-            process.start_detached(state.root, ["--location", settings.region])
+            process.start_detached(state.root, ["--location", settings.region, "--workspace", settings.workspace,
+                                                "--resource-group", settings.resource_group,
+                                                "--subscription-id", settings.subscription_id])
         except process.EmulatorError:
             if process.running_pid(state) is None:
                 raise
             _await_ready(state)  # lost a start race to another caller: use the one it started
     return connection(settings)
+
+
+def region_fields(settings: Settings, region: str) -> dict[str, str]:
+    """What else a region's settings change on this target: locally, each region is its own emulator (its own
+    workspace, location, quota and registry) under the state dir; on Azure, nothing (the workspace says it all)."""
+    if settings.target != "local":
+        return {}
+    return {"emulator_state_dir": str(Path(settings.emulator_state_dir).resolve() / "regions" / region)}
 
 
 def _await_ready(state: StateDir, timeout: float = 60.0) -> None:

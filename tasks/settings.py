@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     BeforeValidator,
     Field,
     SecretStr,
@@ -208,6 +209,27 @@ class Guard(BaseModel):
     interval_seconds: float = Field(180.0, gt=0, le=3600)  # how often Azure Monitor metrics are read
 
 
+class RegionTarget(BaseModel):
+    """One region's endpoint for a multi-region rollout (flows/regions.py): where it lives, what differs there."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: str
+    workspace: str
+    subscription_id: str | None = None  # None: R1_SUBSCRIPTION_ID
+    resource_group: str | None = None  # None: R1_RESOURCE_GROUP
+    endpoint_name: str | None = None  # None: R1_ENDPOINT_NAME
+    instance_type: str | None = None
+    instance_count: StrictInt | None = Field(None, ge=1, le=20)
+    autoscale_minimum: StrictInt | None = Field(None, ge=1, le=50)
+    autoscale_maximum: StrictInt | None = Field(None, ge=1, le=50)
+
+    @field_validator("region")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.strip().lower()
+
+
 class Waiver(BaseModel):
     """An explicit, reasoned exception to one policy rule; an expired waiver is itself an error."""
 
@@ -280,6 +302,12 @@ class Settings(BaseSettings):
     workload: Workload = Workload()
     load_gate: LoadGate = LoadGate()
     guard: Guard = Guard()
+    # Many regions (flows/regions.py): the targets, the wave plan (region names; [] = first target, then the rest),
+    # the bake between waves and how many regions of a wave roll out at once.
+    regions: Annotated[list[RegionTarget], Json] = Field(default_factory=list)
+    waves: Annotated[list[list[str]], Json] = Field(default_factory=list)
+    wave_bake_seconds: float = Field(300.0, ge=0, le=86_400)
+    wave_concurrency: int = Field(4, ge=1, le=32)
 
     @field_validator("endpoint_name")
     @classmethod
