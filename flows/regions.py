@@ -24,15 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import WorkerStatus
+from prefect.exceptions import ObjectNotFound
 from prefect.deployments import run_deployment
 from prefect.settings import get_current_settings
 
 from tasks import clients
 from tasks.azureml.endpoint import get_endpoint
 from tasks.cli import EXIT_FAILED, EXIT_OK, run_cli
-from tasks.prefect_home import flow_run_url, print_run_url
+from tasks.prefect_home import WORK_POOL, flow_run_url, print_run_url
 from tasks.regions import plan
 from tasks.regions.outcome import RegionRun, halted, outcome_of, slo_summary
 from tasks.regions.report import publish
@@ -92,6 +94,14 @@ def region_rollout(s: Settings, t: RegionTarget, wave: int, parameters: dict[str
     return run
 
 
+def _worker_online() -> bool:
+    """A worker of the pool is polling (a temporary server has none: the regional runs would wait forever)."""
+    with get_client(sync_client=True) as client:
+        with contextlib.suppress(ObjectNotFound):
+            return any(w.status == WorkerStatus.ONLINE for w in client.read_workers_for_work_pool(WORK_POOL))
+    return False
+
+
 @flow(name="regions", log_prints=False)
 def regions(image: str | None = None, model_asset: str | None = None) -> dict[str, Any]:
     """Roll the settings' model and image out to every region in R1_REGIONS, wave by wave (R1_WAVES)."""
@@ -103,6 +113,10 @@ def regions(image: str | None = None, model_asset: str | None = None) -> dict[st
              for t in s.regions if (where := preflight(s, t)) != t.region]
     if moved:
         raise PlanRefused(moved)  # before any change anywhere
+    if not _worker_online():
+        raise PlanRefused([f"no worker polls the {WORK_POOL} work pool, so no regional rollout would start: run "
+                           "this through the deployment (`./r1 run regions/regions` starts the local worker) or start "
+                           f"one (`prefect worker start --pool {WORK_POOL}`)"])
     parameters = {k: v for k, v in (("image", image), ("model_asset", model_asset)) if v}
     runs = [RegionRun(t.region, i, plan.overrides(s, t)["endpoint_name"]) for i, w in enumerate(waves) for t in w]
     log, outcome, reason = get_run_logger(), "promoted", f"{len(runs)} region(s) in {len(waves)} wave(s)"

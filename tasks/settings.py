@@ -202,13 +202,6 @@ class LoadGate(BaseModel):
     seed: int = 0
 
 
-class Guard(BaseModel):
-    """The guard window after a promotion that kept the old colour warm (flows/guard.py)."""
-
-    minutes: float = Field(60.0, ge=0, le=7 * 24 * 60)  # how long live traffic on the new colour is judged
-    interval_seconds: float = Field(180.0, gt=0, le=3600)  # how often Azure Monitor metrics are read
-
-
 class RegionTarget(BaseModel):
     """One region's endpoint for a multi-region rollout (flows/regions.py): where it lives, what differs there."""
 
@@ -263,7 +256,6 @@ class Settings(BaseSettings):
     # set: a digest-pinned image to deploy as is (docs/image-build.md).
     image: str = ""
     base_image: str = DEFAULT_BASE_IMAGE  # docker/Dockerfile's FROM
-    upstream_base: str = ""  # a tag (vllm/vllm-openai:v0.x.y) redeploy imports into the workspace registry; "" = not tracked
     dockerfile: Path | None = None  # a hand-written Dockerfile instead of the rendered one; its folder is the context
     image_build_timeout_s: float = Field(1800.0, gt=0, le=28_800)  # then the run is cancelled (ACR's cap: 8 h)
     model_id: str = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
@@ -301,7 +293,6 @@ class Settings(BaseSettings):
     autoscale: Autoscale = Autoscale()
     workload: Workload = Workload()
     load_gate: LoadGate = LoadGate()
-    guard: Guard = Guard()
     # Many regions (flows/regions.py): the targets, the wave plan (region names; [] = first target, then the rest),
     # the bake between waves and how many regions of a wave roll out at once.
     regions: Annotated[list[RegionTarget], Json] = Field(default_factory=list)

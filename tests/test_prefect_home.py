@@ -90,7 +90,7 @@ def test_up_with_a_users_own_api_starts_and_prints_nothing(tmp_path, monkeypatch
 
 
 FLOWS = {"plan": "flows.plan:plan", "build-image": "flows.build_image:build_image",
-         "rollout": "flows.rollout:rollout", "loadtest": "flows.loadtest:loadtest"}
+         "rollout": "flows.rollout:rollout", "loadtest": "flows.loadtest:loadtest", "regions": "flows.regions:regions"}
 
 
 def test_every_flow_is_a_deployment_and_plan_is_scheduled():

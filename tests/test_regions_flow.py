@@ -210,3 +210,14 @@ def test_a_kill_of_the_regions_run_mid_wave_then_a_rerun_converges(fleet, wait_f
         assert share == 100 and not live.mirror
         specs.add(live.deployments[colour].spec_hash)
     assert len(specs) == 1
+
+
+def test_without_a_worker_the_fleet_is_refused_instead_of_waiting_forever(tmp_path):
+    root = tmp_path / "alone"
+    start_regions(root)
+    try:
+        done = cli(base_env(root, tmp_path / "reports", "r1-eu"), tmp_path / "home")  # a temporary server: no worker
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "error: no worker polls the r1-process work pool" in done.stderr
+    finally:
+        stop_regions(root)
