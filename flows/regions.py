@@ -97,9 +97,11 @@ def region_rollout(s: Settings, t: RegionTarget, wave: int, parameters: dict[str
 def _worker_online() -> bool:
     """A worker of the pool is polling (a temporary server has none: the regional runs would wait forever)."""
     with get_client(sync_client=True) as client:
-        with contextlib.suppress(ObjectNotFound):
-            return any(w.status == WorkerStatus.ONLINE for w in client.read_workers_for_work_pool(WORK_POOL))
-    return False
+        try:
+            client.read_work_pool(WORK_POOL)  # a server without the pool answers its workers' filter with a 404
+        except ObjectNotFound:
+            return False
+        return any(w.status == WorkerStatus.ONLINE for w in client.read_workers_for_work_pool(WORK_POOL))
 
 
 @flow(name="regions", log_prints=False)
