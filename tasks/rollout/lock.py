@@ -7,11 +7,12 @@ killed rollout), so a re-run after a kill takes over at once while a live rollou
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+from tasks.rollout import tags
 
 LOCK_TAG = "r1-rollout-lock"
 LEASE_S = 6 * 3600.0
@@ -25,7 +26,7 @@ class Holder:
     expires: float
 
     def encode(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return tags.encode(self)
 
 
 class RolloutLocked(RuntimeError):
@@ -37,12 +38,7 @@ def me(run: str, now: float | None = None, lease_s: float = LEASE_S) -> Holder:
 
 
 def decode(value: str | None) -> Holder | None:
-    if not value:
-        return None
-    try:
-        return Holder(**json.loads(value))
-    except (ValueError, TypeError):
-        return None  # an unreadable lock protects nothing
+    return tags.decode(Holder, value)  # an unreadable lock protects nothing
 
 
 def _alive(pid: int) -> bool:

@@ -7,8 +7,10 @@ and guard read the same truth from any worker. Values are short JSON; tags hold 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, TypeVar
+
+Record = TypeVar("Record")
 
 IMAGE_TAG = "r1-image"  # deployment: the digest-pinned image it runs
 MODEL_TAG = "r1-model"  # deployment: the model asset name:version it serves
@@ -28,7 +30,7 @@ class Previous:
     at: str
 
     def encode(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return encode(self)
 
 
 @dataclass(frozen=True)
@@ -41,21 +43,27 @@ class LastRollout:
     at: str
 
     def encode(self) -> str:
-        return json.dumps({**asdict(self), "reason": self.reason[:MAX_REASON_CHARS]}, separators=(",", ":"))
+        return encode(replace(self, reason=self.reason[:MAX_REASON_CHARS]))
 
 
-def _decode(kind: type, value: str | None) -> Any:
+def encode(record: Any) -> str:
+    """A dataclass record as the compact JSON a tag value holds (the rollout lock's lease is one too)."""
+    return json.dumps(asdict(record), separators=(",", ":"))
+
+
+def decode(kind: type[Record], value: str | None) -> Record | None:
+    """The record in a tag value; a missing, hand-edited or truncated one is absent, never trusted."""
     if not value:
         return None
     try:
         return kind(**json.loads(value))
     except (ValueError, TypeError):
-        return None  # a hand-edited or truncated tag is treated as absent, never trusted
+        return None
 
 
 def previous(tags: dict[str, str] | None) -> Previous | None:
-    return _decode(Previous, (tags or {}).get(PREVIOUS_TAG))
+    return decode(Previous, (tags or {}).get(PREVIOUS_TAG))
 
 
 def last_rollout(tags: dict[str, str] | None) -> LastRollout | None:
-    return _decode(LastRollout, (tags or {}).get(LAST_ROLLOUT_TAG))
+    return decode(LastRollout, (tags or {}).get(LAST_ROLLOUT_TAG))
