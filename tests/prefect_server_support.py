@@ -121,7 +121,8 @@ def deployed_project(tmp_path: Path, r1_env: dict[str, str]) -> Iterator[Prefect
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = cli_env({**r1_env, "PREFECT_API_URL": api, "PREFECT_UI_API_URL": api, "R1_REPO_DIR": str(REPO_ROOT),
-                   "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5"},
+                   "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+                   "PREFECT_API_LOG_RETRYABLE_ERRORS": "true"},  # a 503 says why in prefect.log
                   tmp_path / "prefect-home")
     with open(tmp_path / "prefect.log", "w") as log:
         server = PrefectServer(api, env, log)

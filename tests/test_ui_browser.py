@@ -51,6 +51,32 @@ class Ui:
 
         self.wait.until(EC.element_to_be_clickable((By.XPATH, xpath)), f"{xpath} not clickable").click()
 
+    def submit_run_form(self, attempts: int = 3) -> None:
+        """Submit, and submit again after the UI's "Something went wrong" toast, as a person would: the local
+        server answers a write that meets SQLite contention with a 503 (retryable; Prefect's Python client
+        retries it, the UI does not). The failed attempt created no run."""
+        from selenium.webdriver.common.by import By
+
+        toast = "//*[contains(normalize-space(.), 'Something went wrong')]"
+        for attempt in range(1, attempts + 1):
+            self.close_toasts()  # an earlier toast must not read as this attempt's answer
+            self.click("//button[normalize-space(.)='Submit']")
+            self.wait.until(lambda d: not d.current_url.endswith("/run") or any(
+                e.is_displayed() for e in d.find_elements(By.XPATH, toast)), "the Run form did not answer")
+            if not self.driver.current_url.endswith("/run"):
+                return
+            self.shot(f"rollout-run-form-retry-{attempt}")
+            time.sleep(2)
+        raise AssertionError(f"the Run form did not submit in {attempts} attempts (503 each time)")
+
+    def close_toasts(self) -> None:
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.common.by import By
+
+        for close in self.driver.find_elements(By.CSS_SELECTOR, "button.p-toast__close-btn"):
+            with contextlib.suppress(WebDriverException):  # it may fade out between finding and clicking
+                close.click()
+
     def see_chart(self) -> None:
         """The report's inlined PNG is decoded and shown (not stripped by the UI's markdown sanitizer)."""
         self.wait.until(lambda d: d.execute_script(CHART_RENDERED), f"no rendered chart on {self.driver.current_url}")
@@ -161,8 +187,7 @@ def test_the_ui_shows_deployments_a_rollouts_artifacts_and_runs_one_from_its_for
             run_name = browser.find_element("xpath", "//label[normalize-space(.)='Run Name']/following::input[1]"
                                             ).get_attribute("value")
             ui.shot("rollout-run-form")
-            ui.click("//button[normalize-space(.)='Submit']")
-            ui.wait.until(lambda d: not d.current_url.endswith("/run"), "the Run form did not submit")
+            ui.submit_run_form()
             started = run_named(server, deployment["id"], run_name)
             finished = server.wait_finished(started["id"])
             assert finished["state"]["type"] == "COMPLETED", finished["state"]
