@@ -1,4 +1,4 @@
-"""Loopback admin routes beside ARM: faults, instances, health. Tokens come from the tenant
+"""Loopback admin routes beside ARM: faults, instances, the upstream registry's tags, health. Tokens come from the tenant
 (``emulator/entra.py``), as on Azure; principals are added with ``python -m emulator principal add``.
 
 All but health need the default principal's client secret (``DIR/secrets/client_secret``) in the
@@ -16,6 +16,7 @@ from emulator import rules
 from emulator.arm import ControlPlane, error_response, read_json_body
 from emulator.faults import Faults
 from emulator.rules import ArmError
+from emulator.upstream import UpstreamError
 
 SECRET_HEADER = "x-emulator-secret"
 
@@ -49,8 +50,23 @@ def admin_routes(control: ControlPlane) -> list[Route]:
             return error_response(err)
         return JSONResponse({d["id"]: control.runtime.instance_info(d["id"]) for d in control.store.all("deployment")})
 
+    async def upstream(request: Request) -> Response:
+        """GET: the upstream's tags; POST ``{"image": "repo:tag", "digest": "sha256:.."}``: publish a release."""
+        try:
+            check_secret(request)
+            if request.method == "POST":
+                body = await read_json_body(request)
+                published = control.registry.upstream.publish(str(body.get("image", "")), body.get("digest"))
+                return JSONResponse(published)
+        except ArmError as err:
+            return error_response(err)
+        except UpstreamError as err:
+            return error_response(rules.bad_request(f"Cannot publish: {err}", code="InvalidUpstreamTag"))
+        return JSONResponse({"tags": control.registry.upstream.tags()})
+
     return [
         Route("/_emulator/health", health, methods=["GET"]),
+        Route("/_emulator/upstream", upstream, methods=["GET", "POST"]),
         Route("/_emulator/faults", faults, methods=["GET", "POST", "DELETE"]),
         Route("/_emulator/instances", instances, methods=["GET"]),
     ]

@@ -20,7 +20,7 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
         "2024-10-01-preview",  # workspaces (and the workspace-location lookups)
         "2025-12-01",          # the stable spec (and the generated client's default)
     ),
-    "microsoft.insights": ("2022-10-01",),  # autoscale settings
+    "microsoft.insights": ("2022-10-01", "2024-02-01"),  # autoscale settings; metrics (azure-mgmt-monitor 7.0.0)
     "microsoft.authorization": ("2022-04-01",),  # azure-mgmt-authorization 4.0.0 (permissions)
     # azure-mgmt-containerregistry 14.0.0: ACR Tasks' stable version, the one tasks/clients.py sends, the newest
     "microsoft.containerregistry": ("2019-06-01-preview", "2025-03-01-preview", "2025-04-01"),

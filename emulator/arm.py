@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from emulator import access, api_versions, bodies, registry, resources, rules
+from emulator import access, api_versions, bodies, metrics, registry, resources, rules
 from emulator.blobs import BlobService
 from emulator.faults import FaultInjector
 from emulator.layout import StateDir
@@ -103,6 +103,7 @@ class ControlPlane:
         self.scoring_base = ""
         self.version = 0  # bumped on every change the gateway may care about
         self.registry = registry.Registry(store, blobs, faults, location, self.subscription_id, self.resource_group)
+        self.measured = metrics.RequestLog()  # the scoring gateway's per-request record (Azure Monitor metrics)
         self.runtime = Runtime(state.instance_logs, self._on_outcome, self._changed, self.registry)
         self._paced: dict[str, float] = {}  # --realistic: operation id -> InProgress until (monotonic)
         store.on_change(self._changed)
@@ -136,6 +137,7 @@ class ControlPlane:
                 ("DELETE", _AUTOSCALE + r"/(?P<name>[^/]+)", self.delete_autoscale),
                 ("GET", _OPS, self.get_operation),
                 *self.registry.routes(),
+                *metrics.routes(self, _QUERY.get),
             ]
         ]
 

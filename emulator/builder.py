@@ -5,7 +5,7 @@ fails and give a digest that follows the context: it unpacks the tar.gz safely, 
 Dockerfile (a syntax error, an unknown instruction, an unpinned or unknown base, a missing COPY
 source or an ENTRYPOINT the base cannot run fails with ``Dockerfile:<line>: ...``), and derives the
 digest from the base reference and the context's files. The base decides the engine that serves
-the image; for vLLM's base the build makes the real engine (``python -m emulator.engines.vllm build``),
+the image (a copy the registry imported runs on its upstream repository's engine); for vLLM's base the build makes the real engine (``python -m emulator.engines.vllm build``),
 its output streamed into the run log. RUN steps are logged, not executed.
 """
 
@@ -26,7 +26,7 @@ import sys
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -268,12 +268,21 @@ def _stage_bases(steps: list[_Instruction]) -> dict[_Instruction, _Instruction]:
     return bases
 
 
-def _check_base(step: _Instruction, final_base: _Instruction) -> None:
+def _held_key(ref: str) -> str:
+    """``host/repo[:tag]@sha256:..`` -> ``host/repo@sha256:..`` (a digest names the image; the tag is a label)."""
+    name, _, digest = ref.lower().partition("@")
+    return f"{_repository(name)}@{digest}"
+
+
+def _base_engine(step: _Instruction, final_base: _Instruction, held: Mapping[str, str]) -> str:
+    """The engine a base runs on: a public base by its repository, a registry's own copy by what it holds."""
     ref, _ = _from_parts(step)
     if step is final_base and not _PINNED.fullmatch(ref):
         raise step.fail(f"FROM {ref} is not pinned by digest (@sha256:<64 hex>)")
-    if _repository(ref) not in BASE_ENGINES:
+    engine = BASE_ENGINES.get(_repository(ref)) or (held.get(_held_key(ref)) if "@" in ref else None)
+    if engine is None:
         raise step.fail(f"base image {ref} not found")
+    return engine
 
 
 def _check_sources(step: _Instruction, paths: set[str]) -> None:
@@ -345,7 +354,7 @@ def _read_dockerfile(root: Path, dockerfile_path: str) -> str:
         raise BuildFailed(f"Dockerfile {dockerfile_path} is not UTF-8 text") from None
 
 
-def _plan(context: bytes, dockerfile_path: str) -> _Plan:
+def _plan(context: bytes, dockerfile_path: str, held: Mapping[str, str]) -> _Plan:
     """Everything that reads the context (blocking: run in a thread); the temp tree is gone on return."""
     with tempfile.TemporaryDirectory(prefix="r1-build-") as tmp:
         root = Path(tmp)
@@ -354,15 +363,16 @@ def _plan(context: bytes, dockerfile_path: str) -> _Plan:
         files, paths = _tree(root)
         bases = _stage_bases(steps)
         final_base = list(bases.values())[-1]
+        engines = {}
         for step in steps:
             if bases.get(step) is step:  # a FROM naming an image, not an earlier stage
-                _check_base(step, final_base)
+                engines[step] = _base_engine(step, final_base, held)
             elif step.keyword in ("COPY", "ADD"):
                 _check_sources(step, paths)
         _check_command(_final_stage(steps))
         base_ref = _from_parts(final_base)[0]
         size = sum((root / f).lstat().st_size for f in files)
-        return _Plan(steps, final_base, BASE_ENGINES[_repository(base_ref)],
+        return _Plan(steps, final_base, engines[final_base],
                      _digest(base_ref, dockerfile_path, root, files), size)
 
 
@@ -417,11 +427,12 @@ async def _build_engine(log: Callable[[str], None]) -> None:
 
 
 async def build(context: bytes, dockerfile_path: str, image_names: list[str],
-                log: Callable[[str], None]) -> list[BuiltImage]:
-    """Build ``context`` (a tar.gz) as ACR Tasks would; BuildFailed names what failed."""
+                log: Callable[[str], None], held: Mapping[str, str] | None = None) -> list[BuiltImage]:
+    """Build ``context`` (a tar.gz) as ACR Tasks would; BuildFailed names what failed. ``held``: the images of
+    the registry the build runs in (``<login server>/<repository>@<digest>`` -> engine), bases it may use."""
     names = _image_names(image_names)
     log("Downloading source code...")
-    plan = await asyncio.to_thread(_plan, context, dockerfile_path)
+    plan = await asyncio.to_thread(_plan, context, dockerfile_path, held or {})
     log("Finished downloading source code")
     for number, step in enumerate(plan.steps, 1):
         log(f"Step {number}/{len(plan.steps)} : {step.keyword} {step.args}")

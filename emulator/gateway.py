@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from emulator.gateway_routing import GatewayError, choose_route, engine_path, split_scoring_path
 from emulator.gateway_upstream import InvalidUpstreamRequest, UpstreamError, UpstreamPool, UpstreamResponse
+from emulator.metrics import RequestLog, Seen
 from emulator.scoring_directory import DeploymentView, ScoringDirectory
 
 # Azure does not document the scoring payload limit we could verify; 1.5 MiB is the figure in
@@ -70,8 +71,9 @@ class ScoringGateway:
     """One gateway for all endpoints; in-flight counts and round-robin cursors live here."""
 
     def __init__(self, directory: ScoringDirectory, *, max_body_bytes: int = MAX_BODY_BYTES,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, measured: RequestLog | None = None) -> None:
         self._directory = directory
+        self._measured = measured  # each routed request's status and latency: the endpoint's Azure Monitor metrics
         self._max_body = max_body_bytes
         self._rng = rng or random.Random()
         self._in_flight: Counter[tuple[str, str]] = Counter()
@@ -98,12 +100,15 @@ class ScoringGateway:
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
             request_id = str(uuid.uuid4())
+            seen = Seen(send)
             try:
-                await self._score(scope, receive, send, request_id)
+                await self._score(scope, receive, seen, request_id)
             except GatewayError as err:
                 headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode()),
                            *((k.encode(), v.encode()) for k, v in err.headers)]
-                await _send_whole(send, err.status, _json_error(err.status, err.message), headers)
+                await _send_whole(seen.send, err.status, _json_error(err.status, err.message), headers)
+            finally:
+                seen.into(self._measured)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -115,7 +120,7 @@ class ScoringGateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _score(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+    async def _score(self, scope: Scope, receive: Receive, seen: Seen, request_id: str) -> None:
         path = scope["path"]
         if _CONTROL_CHARACTERS.search(path):
             raise GatewayError(400, "The request path contains control characters.")
@@ -133,6 +138,7 @@ class ScoringGateway:
         target = headers.get(DEPLOYMENT_HEADER.encode())
         route = choose_route(endpoint, target.decode("latin-1") if target is not None else None, self._rng)
         deployment = endpoint.deployments[route.deployment]
+        seen.routed(name, deployment.name)
         instance = self._pick_instance(name, deployment)
         forwarded = [(k, v) for k, v in scope["headers"] if k not in DROPPED_REQUEST_HEADERS]
         forwarded.append((b"x-request-id", request_id.encode()))
@@ -145,7 +151,7 @@ class ScoringGateway:
         key = (name, deployment.name)
         self._in_flight[key] += 1
         try:
-            await self._forward(instance, exchange, deployment, request_id, receive, send)
+            await self._forward(instance, exchange, deployment, request_id, receive, seen.send)
         finally:
             self._in_flight[key] -= 1
 
@@ -326,6 +332,7 @@ def _timeout(deployment: DeploymentView) -> GatewayError:
 
 
 def create_gateway_app(directory: ScoringDirectory, *, max_body_bytes: int = MAX_BODY_BYTES,
-                       rng: random.Random | None = None) -> ScoringGateway:
-    """The ASGI app that serves ``{scoring_base}/endpoints/{name}/…`` for every endpoint in ``directory``."""
-    return ScoringGateway(directory, max_body_bytes=max_body_bytes, rng=rng)
+                       rng: random.Random | None = None, measured: RequestLog | None = None) -> ScoringGateway:
+    """The ASGI app that serves ``{scoring_base}/endpoints/{name}/…`` for every endpoint in ``directory``;
+    routed requests are recorded in ``measured`` (emulator/metrics.py)."""
+    return ScoringGateway(directory, max_body_bytes=max_body_bytes, rng=rng, measured=measured)

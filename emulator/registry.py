@@ -7,6 +7,8 @@ emulator's loop, and ``emulator/builder.py`` really builds it. The run's log is 
 gets metadata ``Complete=<status>`` when the run ends (what ``az acr build`` waits for). Runs and the
 images they pushed are rows of the resources table (kinds ``registry``, ``run``, ``image``), so they
 survive a restart; a run that was in flight when the emulator stopped is Failed after the restart.
+``importImage`` copies a tag of the emulator's upstream (``emulator/upstream.py``) in by digest; a build may
+start FROM that copy, on the engine of the upstream repository it came from.
 """
 
 from __future__ import annotations
@@ -21,19 +23,20 @@ from dataclasses import dataclass
 
 from starlette.responses import JSONResponse, Response
 
-from emulator import bodies, images, resources, rules
+from emulator import bodies, images, resources, rules, upstream
 from emulator.blobs import BlobService
-from emulator.builder import BuildFailed, BuiltImage, build
+from emulator.builder import BASE_ENGINES, BuildFailed, BuiltImage, build
 from emulator.faults import FaultInjector
 from emulator.rules import ArmError
 from emulator.store import Store
+from emulator.upstream import Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
 NAME = "r1emulatoracr"
 LOGIN_SERVER = f"{NAME}.azurecr.io"
 PROVIDER = "Microsoft.ContainerRegistry"
-KINDS = ("registry", "run", "image")  # their rows in the resources table
+KINDS = ("registry", "run", "image", upstream.KIND)  # their rows in the resources table
 ACTIVE = ("Queued", "Running")
 FINAL = ("Succeeded", "Failed", "Canceled", "Timeout")
 _REG = (r"/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
@@ -90,6 +93,29 @@ def build_request(body: Mapping) -> BuildRequest:
                         {"os": "Linux", "architecture": platform.get("architecture") or "amd64"})
 
 
+def import_request(body: Mapping) -> tuple[str, str, list[str], bool]:
+    """(registryUri, sourceImage, targetTags, force) of a validated ``ImportImageParameters`` (400 otherwise)."""
+    source = body.get("source")
+    if not isinstance(source, dict):
+        raise bodies.invalid("source", "an object", source)
+    image = source.get("sourceImage")
+    if not isinstance(image, str) or not image.strip():
+        raise bodies.invalid("source.sourceImage", "a non-empty string", image)
+    uri = source.get("registryUri")
+    if source.get("resourceId") or not isinstance(uri, str) or not uri.strip():
+        raise _invalid("source.registryUri must name a public registry (importing from another Azure "
+                       "registry by resourceId is not served here).")
+    targets = body.get("targetTags") or []
+    if not isinstance(targets, list) or not all(isinstance(t, str) and _IMAGE_NAME.match(t) for t in targets):
+        raise _invalid(f"targetTags must be a list of 'repository:tag' names, got {targets!r}.")
+    if body.get("untaggedTargetRepositories"):
+        raise _invalid("untaggedTargetRepositories is not served here: name the target with targetTags.")
+    mode = body.get("mode", "NoForce")
+    if mode not in ("NoForce", "Force"):
+        raise bodies.invalid("mode", "NoForce or Force", mode)
+    return uri, image, list(targets), mode == "Force"
+
+
 def split_reference(reference: str) -> tuple[str, str | None, str | None]:
     """``repo[:tag][@sha256:..]`` (no registry host) -> (repository, tag, digest)."""
     name, _, digest = reference.partition("@")
@@ -108,6 +134,8 @@ def stored(kind: str, raw: str) -> dict:
     props = body.get("properties")
     if not isinstance(body.get("id"), str) or not isinstance(body.get("name"), str) or not isinstance(props, dict):
         raise ValueError("body is not a resource object with an id, a name and properties")
+    if kind == upstream.KIND:
+        upstream.stored(body)
     if kind == "registry" and not isinstance(props.get("loginServer"), str):
         raise ValueError("properties.loginServer is not a string")
     if kind == "run" and (props.get("status") not in ACTIVE + FINAL or not isinstance(props.get("outputImages"), list)):
@@ -140,6 +168,7 @@ class Registry:
         self.id = f"{self.group_id}/providers/{PROVIDER}/registries/{NAME}"
         self.login_server = LOGIN_SERVER
         self._tasks: dict[str, asyncio.Task] = {}
+        self.upstream = Upstream(store)
         if store.get(self.id) is None:
             store.put("registry", self.group_id, self._body(location))
         self._fail_interrupted()
@@ -153,6 +182,7 @@ class Registry:
             ("GET", _RUN, self.get_run),
             ("POST", _RUN + "/listlogsasurl", self.log_url),
             ("POST", _RUN + "/cancel", self.cancel_run),
+            ("POST", _REG + "/importimage", self.import_image),
         ]
 
     async def close(self) -> None:
@@ -261,7 +291,7 @@ class Registry:
             async with asyncio.timeout(request.timeout):
                 started = loop.time()
                 built = await build(context, request.dockerfile, list(request.image_names),
-                                    lambda line: self._log(run_id, line))
+                                    lambda line: self._log(run_id, line), self.held_bases())
                 await asyncio.sleep(self.faults.faults.build_seconds - (loop.time() - started))
         except TimeoutError:
             self._finish(run_id, "Timeout", error=f"The run exceeded its timeout of {request.timeout:g} seconds.")
@@ -284,8 +314,9 @@ class Registry:
 
     # ---- images -----------------------------------------------------------------------------------
 
-    def _push(self, run_id: str, image: BuiltImage) -> dict:
-        """Hold ``image`` by digest; its tag moves to it from any other image of the repository."""
+    def _push(self, run_id: str | None, image: BuiltImage) -> dict:
+        """Hold ``image`` by digest (built by run ``run_id``, or imported: None); its tag moves to it from any
+        other image of the repository."""
         repo, tag = image.repository.lower(), image.tag
         image_id = f"{self.id}/repositories/{repo}/manifests/{image.digest}"
         with self.store.transaction():
@@ -300,6 +331,46 @@ class Registry:
             held["properties"]["tags"] = sorted({*held["properties"]["tags"], tag})
             self.store.put("image", self.id, held)
         return {"registry": LOGIN_SERVER, "repository": repo, "tag": tag, "digest": image.digest}
+
+    # ---- importImage (from the emulator's upstream) ---------------------------------------------
+
+    async def import_image(self, body: dict, sub: str, rg: str, reg: str) -> Response:
+        """Copy a public tag into this registry, by digest. Done at once: 200, and the digest in the
+        ``Docker-Content-Digest`` header ([EMU] Azure answers 200/202 with no body and no digest; there the digest
+        is read from the registry's data plane). A source the upstream does not hold, or a tag NoForce may not
+        move, is ACR's ``InvalidParameters`` error ([INF] ACR fails the operation; here the request answers it)."""
+        registry_uri, source_image, targets, force = import_request(body)
+        try:
+            repo, tag, digest = self.upstream.resolve(registry_uri, source_image)
+            targets = targets or [f"{repo}:{tag}"]  # [INF] az acr import's default: the source's own name
+            if not force:
+                self._check_no_force(targets, digest)
+        except UpstreamError as err:
+            raise rules.bad_request(f"Import of {source_image} from {registry_uri} failed: {err}",
+                                    code="InvalidParameters") from None
+        engine = BASE_ENGINES[repo]
+        for target in targets:
+            target_repo, _, target_tag = target.partition(":")
+            self._push(None, BuiltImage(target_repo, target_tag, digest, engine, f"{repo}:{tag}@{digest}"))
+        log.info("imported %s/%s:%s as %s (%s)", registry_uri, repo, tag, ", ".join(targets), digest)
+        return JSONResponse({}, headers={"Docker-Content-Digest": digest})  # {}: a body the SDK's cls is handed
+
+    def _check_no_force(self, targets: list[str], digest: str) -> None:
+        for target in targets:
+            repo, _, tag = target.partition(":")
+            held = self._tagged(repo.lower(), tag)
+            if held is not None and held["properties"]["digest"] != digest:
+                raise UpstreamError(f"Target tag {target} already exists with a different digest; "
+                                    "use mode Force to overwrite it")
+
+    def _tagged(self, repo: str, tag: str) -> dict | None:
+        return next((held for held in self.store.children("image", self.id)
+                     if held["properties"]["repository"] == repo and tag in held["properties"]["tags"]), None)
+
+    def held_bases(self) -> dict[str, str]:
+        """``<login server>/<repository>@<digest>`` -> engine for every image held: a build may start FROM one."""
+        return {f"{LOGIN_SERVER}/{held['properties']['repository']}@{held['properties']['digest']}":
+                held["properties"]["engine"] for held in self.store.children("image", self.id)}
 
     def engine_of(self, image: str) -> str | None:
         """The engine the build recorded for ``<login server>/repo[:tag][@digest]``, or None if not held."""

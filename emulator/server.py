@@ -83,7 +83,7 @@ def _bind_preferring(port: int, previous: int | None) -> socket.socket:
     return _bind(port)
 
 
-def _gateway_app(directory: Directory):
+def _gateway_app(directory: Directory, measured=None):
     try:
         from emulator.gateway import create_gateway_app
     except ImportError as err:
@@ -93,7 +93,7 @@ def _gateway_app(directory: Directory):
             return JSONResponse({"error": {"code": "ServiceUnavailable", "message": "No scoring gateway."}}, 503)
 
         return Starlette(routes=[Route("/{path:path}", unavailable, methods=["GET", "POST", "PUT", "DELETE"])])
-    return create_gateway_app(directory)
+    return create_gateway_app(directory, measured=measured)
 
 
 _LISTENERS = ("arm", "gateway", "blob")
@@ -147,7 +147,7 @@ async def serve(opts: Options) -> None:
             Route("/{path:path}", control.dispatch, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
         ])
         servers = [(_uvicorn(arm_app, state), socks["arm"]),
-                   (_uvicorn(_gateway_app(Directory(control)), state), socks["gateway"]),
+                   (_uvicorn(_gateway_app(Directory(control), control.measured), state), socks["gateway"]),
                    (_uvicorn(Starlette(routes=blobs.routes()), state), socks["blob"])]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

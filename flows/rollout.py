@@ -94,10 +94,10 @@ def approve_promotion(s: Settings, timeline: Timeline) -> None:
 @flow(name="rollout", log_prints=False)
 def rollout(image: str | None = None, traffic_steps: list[int] | None = None, bake_seconds: float | None = None,
             mirror_percent: int | None = None, require_approval: bool | None = None,
-            model_asset: str | None = None) -> dict[str, Any]:
+            model_asset: str | None = None, keep_old_warm: bool | None = None) -> dict[str, Any]:
     """Blue/green rollout of the settings' model and image. Parameters override the matching R1_* settings."""
     given = dict(image=image, traffic_steps=traffic_steps, bake_seconds=bake_seconds, mirror_percent=mirror_percent,
-                 require_approval=require_approval, model_asset=model_asset)
+                 require_approval=require_approval, model_asset=model_asset, keep_old_warm=keep_old_warm)
     s = load_settings(**{k: v for k, v in given.items() if v is not None})
     ctx = FlowRunContext.get()
     run_id = str(ctx.flow_run.id)[:8] if ctx and ctx.flow_run else uuid.uuid4().hex[:8]

@@ -202,6 +202,17 @@ class LoadGate(BaseModel):
     seed: int = 0
 
 
+class Guard(BaseModel):
+    """The guard window after a promotion that kept the old colour warm (flows/guard.py)."""
+
+    minutes: float = Field(60.0, ge=0, le=7 * 24 * 60)  # how long live traffic on the new colour is judged
+    interval_seconds: float = Field(180.0, gt=0, le=3600)  # how often Azure Monitor metrics are read
+    # RequestLatency_P95 (whole requests) limit; None: R1_SLO__TTFT_P95_MS + R1_SLO__TPOT_P95_MS x
+    # R1_WORKLOAD__OUTPUT_TOKENS, the SLO's own limits for a request of the planned size
+    request_latency_p95_ms: float | None = Field(None, gt=0)
+    min_requests: int | None = Field(None, ge=1)  # fewer in an interval is inconclusive; None: R1_SLO__MIN_REQUESTS
+
+
 class RegionTarget(BaseModel):
     """One region's endpoint for a multi-region rollout (flows/regions.py): where it lives, what differs there."""
 
@@ -256,6 +267,7 @@ class Settings(BaseSettings):
     # set: a digest-pinned image to deploy as is (docs/image-build.md).
     image: str = ""
     base_image: str = DEFAULT_BASE_IMAGE  # docker/Dockerfile's FROM
+    upstream_base: str = ""  # a tag (vllm/vllm-openai:v0.x.y) redeploy imports into the workspace registry; "" = not tracked
     dockerfile: Path | None = None  # a hand-written Dockerfile instead of the rendered one; its folder is the context
     image_build_timeout_s: float = Field(1800.0, gt=0, le=28_800)  # then the run is cancelled (ACR's cap: 8 h)
     model_id: str = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
@@ -293,6 +305,7 @@ class Settings(BaseSettings):
     autoscale: Autoscale = Autoscale()
     workload: Workload = Workload()
     load_gate: LoadGate = LoadGate()
+    guard: Guard = Guard()
     # Many regions (flows/regions.py): the targets, the wave plan (region names; [] = first target, then the rest),
     # the bake between waves and how many regions of a wave roll out at once.
     regions: Annotated[list[RegionTarget], Json] = Field(default_factory=list)

@@ -113,8 +113,9 @@ def _wait_healthy(server: PrefectServer, proc: subprocess.Popen, timeout_s: floa
 
 
 @contextlib.contextmanager
-def deployed_project(tmp_path: Path, r1_env: dict[str, str]) -> Iterator[PrefectServer]:
+def deployed_project(tmp_path: Path, r1_env: dict[str, str], services: bool = False) -> Iterator[PrefectServer]:
     """Server, work pool, every deployment of prefect.yaml and a worker; the worker runs flows with ``r1_env``.
+    ``services``: the server's services too (automations need them: events reach triggers only through them).
 
     The UI is told the server's own API URL (PREFECT_UI_API_URL): on a port other than 4200 it would
     otherwise call http://127.0.0.1:4200/api and show "Can't connect to Server API"."""
@@ -130,7 +131,7 @@ def deployed_project(tmp_path: Path, r1_env: dict[str, str]) -> Iterator[Prefect
             # no services: with them, SQLite contention answers the UI's Run form with a 503 on a busy machine
             # (the UI does not retry); the price is that task runs are not recorded (no graph on the run page)
             proc = server.spawn("server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off",
-                                "--no-services")
+                                *([] if services else ["--no-services"]))
             _wait_healthy(server, proc)
             server.must("work-pool", "create", WORK_POOL, "--type", "process")
             server.must("--no-prompt", "deploy", "--all")

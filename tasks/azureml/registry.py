@@ -10,7 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from azure.mgmt.containerregistry.v2025_03_01_preview.models import DockerBuildRequest, PlatformProperties
+from azure.mgmt.containerregistry.v2025_03_01_preview.models import (
+    DockerBuildRequest,
+    ImportImageParameters,
+    ImportSource,
+    PlatformProperties,
+)
 from azure.mgmt.core.tools import parse_resource_id
 from pydantic import SecretStr
 
@@ -77,3 +82,13 @@ def log_url(acr: Any, reg: Registry, run_id: str) -> SecretStr:
 
 def cancel_run(acr: Any, reg: Registry, run_id: str) -> None:
     acr.runs.cancel(reg.resource_group, reg.name, run_id)
+
+
+def import_image(acr: Any, reg: Registry, registry_uri: str, source_image: str, target: str) -> str | None:
+    """Copy ``source_image`` (repository:tag) from a public registry into ``reg`` as ``target`` (Force: a patched
+    release moves the tag); the digest imported, when the answer names it (``Docker-Content-Digest``)."""
+    params = ImportImageParameters(source=ImportSource(registry_uri=registry_uri, source_image=source_image),
+                                   target_tags=[target], mode="Force")
+    return acr.registries.begin_import_image(
+        reg.resource_group, reg.name, params,
+        cls=lambda response, _, __: response.http_response.headers.get("Docker-Content-Digest")).result()

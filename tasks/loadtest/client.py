@@ -38,7 +38,7 @@ class Destination:
     """Where to send: a server root (``{base}/v1/...``), its auth, and optionally one deployment."""
 
     base_url: str
-    auth: SecretStr | BearerProvider | None = None  # a key, or a provider of fresh tokens
+    auth: SecretStr | BearerProvider | None = None  # a key, or a provider of fresh values (``refresh`` on 401)
     deployment: str | None = None  # sets the azureml-model-deployment request header
     verify: bool | str | os.PathLike = True  # True, False, or a CA bundle path (the emulator's CA)
 
@@ -142,33 +142,62 @@ async def discover_model(client: httpx.AsyncClient, dest: Destination) -> str | 
 async def send_one(
     client: httpx.AsyncClient, dest: Destination, spec: LoadSpec, body: bytes, record: RequestRecord, now: Clock
 ) -> RequestRecord:
-    """Send one request and measure it into ``record`` (errors become an error class, never raise)."""
-    try:
-        headers = dest.headers()
-    except Exception as err:  # a token provider failed: only the type is kept, its message may hold a secret
-        record.sent_s = record.end_s = now()
-        record.error, record.error_detail = "auth_error", type(err).__name__
+    """Send one request and measure it into ``record`` (errors become an error class, never raise).
+
+    A 401 with a refreshable credential (a regenerated key, a revoked token) is retried once with the
+    refreshed value; the record's times span both attempts, so the cost of the refresh is measured."""
+    retried = False
+    while True:
+        try:
+            headers = dest.headers()
+        except Exception as err:  # a token provider failed: only the type is kept, its message may hold a secret
+            record.end_s = now()
+            record.sent_s = record.sent_s if retried else record.end_s
+            record.error, record.error_detail = "auth_error", type(err).__name__
+            return record
+        if not retried:
+            record.sent_s = now()
+        try:
+            async with client.stream("POST", dest.url(endpoint_path(spec)), content=body, headers=headers) as resp:
+                if resp.status_code == 401 and not retried and await _refreshed(dest, headers):
+                    retried = True
+                    continue
+                await _measure(resp, spec, record, headers, now)
+        except httpx.HTTPError as err:
+            record.error, record.error_detail = _error_class(err), type(err).__name__
+            record.end_s = now()
         return record
-    record.sent_s = now()
+
+
+async def _refreshed(dest: Destination, headers: dict[str, str]) -> bool:
+    """Ask the credential for its current value after the endpoint rejected the one in ``headers``
+    (off the event loop: it may call Azure); False when it cannot refresh."""
+    refresh = getattr(dest.auth, "refresh", None)
+    if refresh is None:
+        return False
+    rejected = SecretStr(headers.get("authorization", "").removeprefix("Bearer "))
     try:
-        async with client.stream("POST", dest.url(endpoint_path(spec)), content=body, headers=headers) as resp:
-            record.status = resp.status_code
-            record.deployment = resp.headers.get(DEPLOYMENT_HEADER)
-            if resp.status_code != 200:
-                detail = (await resp.aread())[:200].decode(errors="replace")
-                record.error, record.error_detail = f"http_{resp.status_code}", _redact(detail, headers)
-                record.end_s = now()
-            elif spec.stream:
-                acc = StreamAccumulator(record)
-                async for data in resp.aiter_raw():
-                    acc.feed(now(), data)
-                acc.finish(now())
-            else:
-                _whole_answer(record, await resp.aread(), now())
-    except httpx.HTTPError as err:
-        record.error, record.error_detail = _error_class(err), type(err).__name__
+        await asyncio.to_thread(refresh, rejected)
+    except Exception:  # the 401 is recorded as it was; the refresh error's text may hold a secret
+        return False
+    return True
+
+
+async def _measure(resp: httpx.Response, spec: LoadSpec, record: RequestRecord, headers: dict[str, str],
+                   now: Clock) -> None:
+    record.status = resp.status_code
+    record.deployment = resp.headers.get(DEPLOYMENT_HEADER)
+    if resp.status_code != 200:
+        detail = (await resp.aread())[:200].decode(errors="replace")
+        record.error, record.error_detail = f"http_{resp.status_code}", _redact(detail, headers)
         record.end_s = now()
-    return record
+    elif spec.stream:
+        acc = StreamAccumulator(record)
+        async for data in resp.aiter_raw():
+            acc.feed(now(), data)
+        acc.finish(now())
+    else:
+        _whole_answer(record, await resp.aread(), now())
 
 
 def _redact(text: str, headers: dict[str, str]) -> str:
