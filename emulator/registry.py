@@ -7,7 +7,7 @@ emulator's loop, and ``emulator/builder.py`` really builds it. The run's log is 
 gets metadata ``Complete=<status>`` when the run ends (what ``az acr build`` waits for). Runs and the
 images they pushed are rows of the resources table (kinds ``registry``, ``run``, ``image``), so they
 survive a restart; a run that was in flight when the emulator stopped is Failed after the restart.
-``importImage`` copies a tag of the emulator's upstream (``emulator/upstream.py``) in by digest; a build may
+``importImage`` copies a tag or digest of the emulator's upstream (``emulator/upstream.py``) in; a build may
 start FROM that copy, on the engine of the upstream repository it came from.
 """
 
@@ -335,10 +335,10 @@ class Registry:
     # ---- importImage (from the emulator's upstream) ---------------------------------------------
 
     async def import_image(self, body: dict, sub: str, rg: str, reg: str) -> Response:
-        """Copy a public tag into this registry, by digest. Done at once: 200, and the digest in the
-        ``Docker-Content-Digest`` header ([EMU] Azure answers 200/202 with no body and no digest; there the digest
-        is read from the registry's data plane). A source the upstream does not hold, or a tag NoForce may not
-        move, is ACR's ``InvalidParameters`` error ([INF] ACR fails the operation; here the request answers it)."""
+        """Copy a public image (``repo:tag``, or ``repo@sha256:..`` that a tag of it points at) into this registry.
+        Done at once: an empty 200, no digest (as on Azure: the digest is learned from the upstream's registry API).
+        A source the upstream does not hold, or a tag NoForce may not move, is ACR's ``InvalidParameters`` error
+        ([INF] ACR fails the operation; here the request answers it)."""
         registry_uri, source_image, targets, force = import_request(body)
         try:
             repo, tag, digest = self.upstream.resolve(registry_uri, source_image)
@@ -353,7 +353,7 @@ class Registry:
             target_repo, _, target_tag = target.partition(":")
             self._push(None, BuiltImage(target_repo, target_tag, digest, engine, f"{repo}:{tag}@{digest}"))
         log.info("imported %s/%s:%s as %s (%s)", registry_uri, repo, tag, ", ".join(targets), digest)
-        return JSONResponse({}, headers={"Docker-Content-Digest": digest})  # {}: a body the SDK's cls is handed
+        return Response(status_code=200)
 
     def _check_no_force(self, targets: list[str], digest: str) -> None:
         for target in targets:

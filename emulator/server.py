@@ -144,6 +144,7 @@ async def serve(opts: Options) -> None:
         arm_app = Starlette(routes=[
             *admin_routes(control),
             *entra_routes(control.issuer),  # the Entra ID tenant MSAL signs in to (emulator/entra.py)
+            *control.registry.upstream.routes(),  # the upstream's registry API (emulator/upstream.py)
             Route("/{path:path}", control.dispatch, methods=["GET", "PUT", "POST", "PATCH", "DELETE"]),
         ])
         servers = [(_uvicorn(arm_app, state), socks["arm"]),

@@ -3,13 +3,21 @@
 Docker Hub's ``vllm/vllm-openai`` and the fake engine's base ``r1emulator/fake-vllm-openai`` are seeded with
 the digests the project pins (tasks/settings.py DEFAULT_BASE_IMAGE, tests/rollout_support.py FAKE_BASE);
 the admin route ``POST /_emulator/upstream`` publishes a new digest for a tag, as a patched upstream release
-does. Tags are rows of kind ``upstream`` in the resources table, so they survive a restart. Only repositories
+does. The registry API serves them on the ARM listener (``/v2/``, anonymous Bearer tokens from ``/v2/token``), as
+Docker Hub does: how a client learns a tag's digest before importing it by digest (``importImage`` answers none).
+Tags are rows of kind ``upstream`` in the resources table, so they survive a restart. Only repositories
 the builder can run (``emulator.builder.BASE_ENGINES``) exist upstream: an imported base must build.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from emulator import resources
 from emulator.builder import BASE_ENGINES
@@ -26,6 +34,9 @@ SEED = {
 _TAGGED = re.compile(r"^(?P<repo>[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
                      r":(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+SERVICE = "r1emulator"  # the token service the registry API's challenges name
+TOKEN_LIFETIME_S = 300
+MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 class UpstreamError(ValueError):
@@ -45,6 +56,17 @@ def parse(source_image: str) -> tuple[str, str]:
     return repo, match["tag"]
 
 
+def parse_reference(source_image: str) -> tuple[str, str | None, str | None]:
+    """``[docker.io/]repository:tag`` or ``[docker.io/]repository@sha256:..`` -> (repository, tag, digest)."""
+    name, at, digest = source_image.strip().partition("@")
+    if not at:
+        return *parse(name), None
+    if not DIGEST.match(digest):
+        raise UpstreamError(f"'{source_image}' names no sha256 digest")
+    repo, _ = parse(f"{name}:latest")  # the same name rules; the tag is not looked at
+    return repo, None, digest
+
+
 def stored(body: dict) -> None:
     """``ValueError`` unless ``body`` is an upstream tag row (emulator/integrity.py)."""
     props = body["properties"]
@@ -58,6 +80,7 @@ class Upstream:
 
     def __init__(self, store: Store):
         self.store = store
+        self._tokens: dict[str, float] = {}  # registry API bearer tokens -> expiry (monotonic); in memory only
         for (repo, tag), digest in SEED.items():
             if store.get(self._id(repo, tag)) is None:
                 self._put(repo, tag, digest)
@@ -74,15 +97,24 @@ class Upstream:
         return body
 
     def resolve(self, registry_uri: str, source_image: str) -> tuple[str, str, str]:
-        """(repository, tag, digest) of ``source_image`` on ``registry_uri``; UpstreamError if not held."""
+        """(repository, tag, digest) of ``source_image`` (by tag, or by a digest some tag of it points at) on
+        ``registry_uri``; UpstreamError if not held."""
         if registry_uri.strip().lower().rstrip("/").removeprefix("https://") not in HUB_ALIASES:
             raise UpstreamError(f"registry '{registry_uri}' is not reachable from this registry "
                                 f"(the emulator's upstream is {DOCKER_HUB})")
-        repo, tag = parse(source_image)
-        found = self.store.get(self._id(repo, tag))
+        repo, tag, digest = parse_reference(source_image)
+        found = self.manifest(repo, tag or digest or "")
         if found is None:
-            raise UpstreamError(f"manifest for {DOCKER_HUB}/{repo}:{tag} not found: manifest unknown")
-        return repo, tag, found["properties"]["digest"]
+            raise UpstreamError(f"manifest for {DOCKER_HUB}/{repo}{':' + tag if tag else '@' + str(digest)} "
+                                "not found: manifest unknown")
+        return repo, found["tag"], found["digest"]
+
+    def manifest(self, repo: str, reference: str) -> dict | None:
+        """The tag row's properties ``reference`` (a tag, or a digest some tag points at) names in ``repo``."""
+        if not DIGEST.match(reference):
+            found = self.store.get(self._id(repo, reference))
+            return found["properties"] if found else None
+        return next((t for t in self.tags() if t["repository"] == repo and t["digest"] == reference), None)
 
     def publish(self, reference: str, digest: str) -> dict:
         """Point ``repository:tag`` at ``digest`` (a new tag or a patched release of an existing one)."""
@@ -96,3 +128,53 @@ class Upstream:
 
     def tags(self) -> list[dict]:
         return [row["properties"] for row in self.store.children(KIND, SCOPE)]
+
+    # ---- the registry API (Docker Registry HTTP API v2), anonymous pulls with Bearer tokens -------------
+
+    def routes(self) -> list[Route]:
+        """``/v2/``, ``/v2/token`` and ``/v2/<repository>/manifests/<reference>`` (GET, and HEAD with it)."""
+        return [Route("/v2/", self.api_root, methods=["GET"]),
+                Route("/v2/token", self.token, methods=["GET"]),
+                Route("/v2/{repo:path}/manifests/{reference}", self.get_manifest, methods=["GET"])]
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        now = time.monotonic()
+        self._tokens = {t: expiry for t, expiry in self._tokens.items() if expiry > now}
+        return scheme.lower() == "bearer" and token in self._tokens
+
+    @staticmethod
+    def _error(status: int, code: str, message: str, detail: object = None,
+               headers: dict[str, str] | None = None) -> Response:
+        return JSONResponse({"errors": [{"code": code, "message": message, "detail": detail}]}, status, headers)
+
+    def _challenge(self, request: Request, scope: str | None = None) -> Response:
+        realm = f"{str(request.base_url).rstrip('/')}/v2/token"
+        header = f'Bearer realm="{realm}",service="{SERVICE}"' + (f',scope="{scope}"' if scope else "")
+        return self._error(401, "UNAUTHORIZED", "authentication required",
+                           [{"Type": "repository", "Name": scope.split(":")[1], "Action": "pull"}] if scope else None,
+                           {"WWW-Authenticate": header})
+
+    async def api_root(self, request: Request) -> Response:
+        return JSONResponse({}) if self._authorized(request) else self._challenge(request)
+
+    async def token(self, request: Request) -> Response:
+        """Any anonymous pull is granted: the upstream is public."""
+        token = secrets.token_urlsafe(32)
+        self._tokens[token] = time.monotonic() + TOKEN_LIFETIME_S
+        return JSONResponse({"token": token, "access_token": token, "expires_in": TOKEN_LIFETIME_S,
+                             "issued_at": resources.now_iso()})
+
+    async def get_manifest(self, request: Request) -> Response:
+        repo, reference = request.path_params["repo"], request.path_params["reference"]
+        if not self._authorized(request):
+            return self._challenge(request, f"repository:{repo}:pull")
+        found = self.manifest(repo, reference)
+        if found is None:
+            known = any(t["repository"] == repo for t in self.tags())
+            return self._error(404, "MANIFEST_UNKNOWN" if known else "NAME_UNKNOWN",
+                               "manifest unknown" if known else "repository name not known to registry",
+                               {"Name": repo, "Revision": reference} if known else {"name": repo})
+        body = {"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "layers": [],
+                "annotations": {"org.opencontainers.image.ref.name": found["tag"]}}
+        return JSONResponse(body, headers={"Docker-Content-Digest": found["digest"], "Content-Type": MANIFEST_TYPE})

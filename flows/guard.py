@@ -15,9 +15,7 @@ and judge them (``tasks.guard.judge``, the rollout's SLO limits where they apply
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sys
 import time
 from dataclasses import asdict
 from typing import Any
@@ -33,11 +31,9 @@ from tasks.guard.judge import limits
 from tasks.guard.plan import Watch
 from tasks.guard.report import publish
 from tasks.guard.steps import Breached, Check
-from tasks.prefect_home import print_run_url
 from tasks.rollout.lock import RolloutLocked, me
-from tasks.rollout.outcome import cli_outcome
 from tasks.rollout.steps import Refused
-from tasks.run_report import current_run_id, run_folder
+from tasks.run_report import cli_run, current_run_id, run_folder
 from tasks.settings import load_settings
 
 arm = task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 5, 15], retry_condition_fn=transient)
@@ -111,14 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     given = {k: v for k, v in dict(minutes=args.minutes, interval_seconds=args.interval_seconds).items()
              if v is not None}
     load_settings(**({"guard": given} if given else {}))  # invalid settings or flags: exit 2 before Prefect starts
-    with contextlib.redirect_stdout(sys.stderr):
-        state = guard(minutes=args.minutes, interval_seconds=args.interval_seconds, return_state=True)
-    print_run_url(state.state_details.flow_run_id)
-    result = state.result(raise_on_failure=False)
-    code, outcome = cli_outcome(result)
-    if isinstance(result, Breached):
-        outcome["outcome"] = "breach"
-        outcome["reason"] = str(result)
+    code, outcome = cli_run(lambda: guard(minutes=args.minutes, interval_seconds=args.interval_seconds,
+                                          return_state=True))
     print(json.dumps(outcome, default=str) if args.json else f"guard {outcome['outcome']}: {outcome['reason']}"
           + (f"\nreport: {outcome['report_dir']}" if outcome.get("report_dir") else ""))
     return code

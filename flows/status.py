@@ -14,9 +14,7 @@ This module is the runbook; what is read is ``tasks.status.observe``, what diffe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sys
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -24,11 +22,10 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import clients
 from tasks.azureml.transient import transient
-from tasks.cli import EXIT_FAILED, EXIT_OK, InputError, run_cli
+from tasks.cli import EXIT_OK, run_cli
 from tasks.events import emit
-from tasks.prefect_home import print_run_url
 from tasks.reports import publish_markdown, publish_table, write_json
-from tasks.run_report import current_run_id, run_folder
+from tasks.run_report import cli_run, current_run_id, run_folder
 from tasks.settings import load_settings
 from tasks.status import drift as drift_module
 from tasks.status import observe as observe_module
@@ -71,19 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     args = parser.parse_args(argv)
     load_settings()  # invalid settings: exit 2 before Prefect starts
-    with contextlib.redirect_stdout(sys.stderr):
-        state = status(return_state=True)
-    print_run_url(state.state_details.flow_run_id)
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, InputError):  # e.g. an R1_UPSTREAM_BASE redeploy cannot track
-        raise result
-    if isinstance(result, BaseException):
-        failure = {"outcome": "failed", "reason": f"{type(result).__name__}: {result}"}
-        print(json.dumps(failure) if args.json else f"status failed: {failure['reason']}")
-        return EXIT_FAILED
-    print(json.dumps(result) if args.json else "\n".join(result["summary"] + [f"report: {result['report_dir']}"]))
+    code, outcome = cli_run(lambda: status(return_state=True))  # an untrackable R1_UPSTREAM_BASE: exit 2
+    if code != EXIT_OK:
+        print(json.dumps(outcome) if args.json else f"status {outcome['outcome']}: {outcome['reason']}")
+        return code
+    print(json.dumps(outcome) if args.json else "\n".join(outcome["summary"] + [f"report: {outcome['report_dir']}"]))
     return EXIT_OK
-
 
 if __name__ == "__main__":
     run_cli(main)

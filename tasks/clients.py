@@ -129,6 +129,18 @@ def data_plane_ca(settings: Settings) -> str | bool:
     return True if settings.target == "azure" else connection(settings).ca_cert
 
 
+def upstream_registry(settings: Settings, registry_host: str) -> tuple[str, str | bool]:
+    """(base URL of the Docker Registry v2 API, the CA to trust) for the public registry ``registry_host`` names.
+    On Azure the registry itself (Docker Hub's API host for its aliases), system CA; locally the emulator's
+    ARM listener, which serves its upstream's tags on ``/v2/`` (emulator/upstream.py), with its CA."""
+    if settings.target == "azure":
+        from tasks.redeploy.upstream_registry import DOCKER_HUB_ALIASES, DOCKER_HUB_API
+
+        return (DOCKER_HUB_API if registry_host.lower() in DOCKER_HUB_ALIASES else f"https://{registry_host}"), True
+    conn = connection(settings)
+    return conn.arm_url, conn.ca_cert
+
+
 def silence_poll_dots() -> None:
     """azure-ai-ml prints a '.' to stdout per LRO poll; keep stdout clean for --json CLIs."""
     from azure.ai.ml._utils._azureml_polling import AzureMLPolling

@@ -27,6 +27,17 @@ def run_logger(outside: str) -> logging.Logger | logging.LoggerAdapter:
     return get_run_logger() if _in_run() else logging.getLogger(outside)
 
 
+def save_png(fig: Any, path: Path) -> Path:
+    """Write a matplotlib figure as the report's PNG and free it (figures are kept by pyplot until closed)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def artifact_key(text: str) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     key = "".join(c if c.isalnum() else "-" for c in text.lower())

@@ -11,21 +11,13 @@ import time
 from pathlib import Path
 
 from flows.guard import guard
-from tasks import clients
-from tasks.azureml.endpoint import scoring_base, update_tags
-from tasks.azureml.scoring import scoring_bearer
+from tasks.azureml.endpoint import update_tags
 from tasks.guard.steps import Breached
-from tasks.loadtest.client import BackgroundLoad, Destination
-from tasks.loadtest.spec import LoadSpec
 from tasks.rollout.lock import LOCK_TAG, Holder
 from tasks.rollout.steps import Refused
 from tasks.rollout.tags import PREVIOUS_TAG
+from tests.guard_support import GUARD, IMAGE_A, IMAGE_B, SPIKE, live_load
 from tests.rollout_support import REPO_ROOT, cli_env, fast_env, knobs, live_deployments, run_in_process
-
-IMAGE_A = "local/fake-engine@sha256:" + "c" * 64
-IMAGE_B = "local/fake-engine@sha256:" + "d" * 64
-SPIKE = {"spike_after": 400, "spike_ms": 1500}  # past anything the rollout's own gates and bakes send to green
-GUARD = {"R1_GUARD__REQUEST_LATENCY_P95_MS": "800", "R1_GUARD__MIN_REQUESTS": "5"}
 
 
 def promote_over_warm(monkeypatch, emulator, tmp_path, endpoint: str, **green_knobs) -> dict[str, str]:
@@ -37,15 +29,6 @@ def promote_over_warm(monkeypatch, emulator, tmp_path, endpoint: str, **green_kn
     status, promoted = run_in_process(monkeypatch, env)
     assert status == "completed" and (promoted["new"], promoted["old"]) == ("green", "blue"), promoted
     return env
-
-
-def live_load(ml, s, rate: float, seconds: float) -> BackgroundLoad:
-    """Open-loop live traffic through the endpoint, as its users send it (no routing header)."""
-    name = s.endpoint_name
-    dest = Destination(scoring_base(ml.online_endpoints.get(name)),
-                       scoring_bearer(lambda: ml.online_endpoints.get_keys(name)), None, clients.data_plane_ca(s))
-    return BackgroundLoad(dest, LoadSpec(rate=rate, max_concurrency=64, duration_s=seconds, max_tokens=8,
-                                         model=s.model_id, timeout_s=30))
 
 
 def run_guard(**parameters):

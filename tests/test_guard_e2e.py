@@ -12,7 +12,7 @@ import pytest
 
 from tests.prefect_server_support import PrefectServer, deployed_project
 from tests.rollout_support import fast_env, knobs, live_deployments
-from tests.test_guard import GUARD, IMAGE_A, IMAGE_B, SPIKE, live_load
+from tests.guard_support import GUARD, IMAGE_A, IMAGE_B, SPIKE, live_load
 
 WORKER = {"R1_KEEP_OLD_WARM": "true", "R1_GUARD__MINUTES": "3", "R1_GUARD__INTERVAL_SECONDS": "3", **GUARD}
 

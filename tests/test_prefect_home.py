@@ -90,16 +90,20 @@ def test_up_with_a_users_own_api_starts_and_prints_nothing(tmp_path, monkeypatch
 
 
 FLOWS = {"plan": "flows.plan:plan", "build-image": "flows.build_image:build_image",
-         "rollout": "flows.rollout:rollout", "loadtest": "flows.loadtest:loadtest", "regions": "flows.regions:regions"}
+         "rollout": "flows.rollout:rollout", "loadtest": "flows.loadtest:loadtest", "regions": "flows.regions:regions",
+         "rollback": "flows.rollback:rollback", "guard": "flows.guard:guard", "redeploy": "flows.redeploy:redeploy",
+         "rotate-keys": "flows.rotate_keys:rotate_keys", "status": "flows.status:status",
+         "teardown": "flows.teardown:teardown"}
+SCHEDULES = {"plan": ["0 6 * * *"], "redeploy": ["0 5 * * 1"], "rotate-keys": ["0 5 1 * *"], "status": ["15 * * * *"]}
 
 
-def test_every_flow_is_a_deployment_and_plan_is_scheduled():
+def test_every_flow_is_a_deployment_and_the_periodic_ones_are_scheduled():
     config = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
     entries = {d["name"]: d for d in config["deployments"]}
     assert {name: e["entrypoint"].replace("/", ".").replace(".py:", ":") for name, e in entries.items()} == {
         name: target for name, target in FLOWS.items()}
     assert all(e["work_pool"]["name"] == ph.WORK_POOL and "r1" in e["tags"] for e in entries.values())
-    assert [s["cron"] for s in entries["plan"]["schedules"]] == ["0 6 * * *"]
+    assert {name: [s["cron"] for s in e["schedules"]] for name, e in entries.items() if e.get("schedules")} == SCHEDULES
 
 
 # One real server ---------------------------------------------------------------------------------------

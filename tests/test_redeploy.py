@@ -1,6 +1,7 @@
 """The redeploy flow on the emulator's fake engine: a no-op that says what it checked, a published base digest
-(imported into the workspace registry, built FROM that copy, rolled out: a new image digest serves), a new model
-version (the serving image with the new model), and bad or unknown R1_UPSTREAM_BASE refused with no change."""
+(read from the upstream's registry API, which status sees too; imported by that digest into the workspace
+registry, built FROM that copy, rolled out: a new image digest serves), a new model version (the serving image
+with the new model), and bad or unknown R1_UPSTREAM_BASE refused with no change."""
 
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def test_noop_then_a_published_base_digest_is_built_and_rolled_out(emulator, pre
     drift = {c.input: c for c in upstream_drift(ml, None, emulator.settings(endpoint_name=endpoint,
                                                                             upstream_base=tag,
                                                                             model_asset=f"{endpoint}-model:1"))}
-    assert drift["base"].changed is None and drift["model"].changed is False  # read-only: no import
+    assert drift["base"].changed is True and drift["base"].new.endswith(patched)  # read upstream: no import
+    assert drift["model"].changed is False
     status, moved = run_redeploy(monkeypatch, tracked)
     assert status == "completed" and moved["outcome"] == "redeployed", moved
     assert live_deployments(ml, endpoint) == ({"green": 100}, ["green"])
@@ -120,7 +122,7 @@ def test_a_new_model_version_rolls_out_on_the_serving_image_then_bad_bases_are_r
     before = live_deployments(ml, endpoint), len(list(ml.environments.list(name=ENVIRONMENT_NAME)))
     code, refused = cli(monkeypatch, capsys, {**env, "R1_UPSTREAM_BASE": f"{FAKE_REPO}:no-such-tag"})
     assert code == 2 and refused["outcome"] == "refused", refused
-    assert "no-such-tag" in refused["reason"] and "not found" in refused["reason"]
+    assert f"R1_UPSTREAM_BASE=docker.io/{FAKE_REPO}:no-such-tag: no such tag upstream" in refused["reason"]
     assert (live_deployments(ml, endpoint), len(list(ml.environments.list(name=ENVIRONMENT_NAME)))) == before
 
 

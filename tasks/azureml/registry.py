@@ -84,11 +84,10 @@ def cancel_run(acr: Any, reg: Registry, run_id: str) -> None:
     acr.runs.cancel(reg.resource_group, reg.name, run_id)
 
 
-def import_image(acr: Any, reg: Registry, registry_uri: str, source_image: str, target: str) -> str | None:
-    """Copy ``source_image`` (repository:tag) from a public registry into ``reg`` as ``target`` (Force: a patched
-    release moves the tag); the digest imported, when the answer names it (``Docker-Content-Digest``)."""
+def import_image(acr: Any, reg: Registry, registry_uri: str, source_image: str, target: str) -> None:
+    """Copy ``source_image`` (``repository@sha256:..``: the digest checked upstream, so nothing can move in between)
+    from a public registry into ``reg`` as ``target`` (Force: a patched release moves the tag). ACR's answer names
+    no digest; the caller already knows it."""
     params = ImportImageParameters(source=ImportSource(registry_uri=registry_uri, source_image=source_image),
                                    target_tags=[target], mode="Force")
-    return acr.registries.begin_import_image(
-        reg.resource_group, reg.name, params,
-        cls=lambda response, _, __: response.http_response.headers.get("Docker-Content-Digest")).result()
+    acr.registries.begin_import_image(reg.resource_group, reg.name, params).result()

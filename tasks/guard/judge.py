@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.loadtest.slo import Verdict, _check
+from tasks.loadtest.slo import Verdict, against_limit
 from tasks.settings import Settings
 
 THROTTLED = 429
@@ -55,7 +55,8 @@ def judge(sample: Sample, limit: Limits) -> Verdict:
         return Verdict("inconclusive", [f"only {n} requests, need at least {limit.min_requests} to judge"], n)
     if sample.latency_p95_ms is None:
         return Verdict("inconclusive", [f"{n} requests but no RequestLatency_P95 reported yet"], n)
-    checks = [_check("error rate", sample.errors / n, limit.max_error_rate, "<=", "{:.2%}"),
-              _check("request latency p95", sample.latency_p95_ms, limit.latency_p95_ms, "<=", "{:.0f} ms")]
+    checks = [against_limit("error rate", sample.errors / n, limit.max_error_rate, "<=", "{:.2%}"),
+              against_limit("request latency p95", sample.latency_p95_ms, limit.latency_p95_ms, "<=",
+                            "{:.0f} ms")]
     failed = [c.reason for c in checks if not c.ok]
     return Verdict("fail" if failed else "pass", failed or [c.reason for c in checks], n, checks)

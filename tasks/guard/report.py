@@ -8,7 +8,7 @@ from typing import Any
 
 from tasks.guard.judge import Limits
 from tasks.guard.steps import Check
-from tasks.reports import publish_table
+from tasks.reports import publish_table, save_png
 from tasks.run_report import publish_run
 
 
@@ -36,11 +36,7 @@ def plot(checks: list[Check], limit: Limits, started: float, path: Path) -> Path
     ax2.set_ylabel("errors (% of requests)")
     ax2.set_xlabel("seconds since the guard started")
     ax2.legend(loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def publish(folder: Path, record: dict[str, Any], checks: list[Check], limit: Limits, started: float) -> str:

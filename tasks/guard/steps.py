@@ -26,6 +26,7 @@ BREACH_EVENT = "r1.guard.breach"
 class Breached(Exception):
     """The serving colour breached the limits; the event for the rollback automation was emitted: exit 1."""
 
+    outcome = "breach"  # the command line's word for it (tasks/rollout/outcome.cli_outcome)
     report_dir: str | None = None
 
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global sta
 
 from tasks.loadtest.metrics import PERCENTILES
 from tasks.loadtest.record import RequestRecord
-from tasks.reports import publish_markdown, publish_table, write_json, write_text
+from tasks.reports import publish_markdown, publish_table, save_png, write_json, write_text
 
 LATENCIES = ("ttft_ms", "ttfa_ms", "tpot_ms", "e2e_ms", "ttft_from_intended_ms", "e2e_from_intended_ms",
              "send_lag_ms", "chunk_gap_ms")
@@ -99,10 +99,7 @@ def plot(records: list[RequestRecord], path: Path) -> Path:
         ax_tok.hist(ends_ok, bins=edges, weights=[r.completion_tokens or 0 for r in ok], histtype="step", color="grey")
     ax_req.set(xlabel="seconds since first send", ylabel="per second", title="Requests over time")
     ax_tok.set(xlabel="seconds since first send", ylabel="tokens per second", title="Output tokens over time")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_png(fig, path)
 
 
 def write_report(records: list[RequestRecord], summary: dict[str, Any], run_info: dict[str, Any],

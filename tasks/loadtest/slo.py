@@ -70,10 +70,10 @@ def evaluate(records: Iterable[RequestRecord], slo: Slo, window: Window | None =
     ttft = [r.ttft_s * 1000 for r in ok if r.ttft_s is not None]
     tpot = [r.tpot_s * 1000 for r in ok if r.tpot_s is not None]
     checks = [
-        _check("error rate", (n - len(ok)) / n, slo.max_error_rate, "<=", "{:.2%}"),
-        _check("TTFT p95", _p95(ttft), slo.ttft_p95_ms, "<=", "{:.1f} ms"),
-        _check("TPOT p95", _p95(tpot), slo.tpot_p95_ms, "<=", "{:.2f} ms") if tpot or not ok else None,
-        _check("goodput", sum(is_good(r, slo) for r in chosen) / n, slo.min_goodput, ">=", "{:.2%}"),
+        against_limit("error rate", (n - len(ok)) / n, slo.max_error_rate, "<=", "{:.2%}"),
+        against_limit("TTFT p95", _p95(ttft), slo.ttft_p95_ms, "<=", "{:.1f} ms"),
+        against_limit("TPOT p95", _p95(tpot), slo.tpot_p95_ms, "<=", "{:.2f} ms") if tpot or not ok else None,
+        against_limit("goodput", sum(is_good(r, slo) for r in chosen) / n, slo.min_goodput, ">=", "{:.2%}"),
     ]
     checks = [c for c in checks if c is not None]
     failed = [c.reason for c in checks if not c.ok]
@@ -99,7 +99,8 @@ def _p95(values: list[float]) -> float | None:
     return float(np.percentile(values, 95)) if values else None
 
 
-def _check(name: str, measured: float | None, limit: float, op: str, fmt: str) -> Check:
+def against_limit(name: str, measured: float | None, limit: float, op: str, fmt: str) -> Check:
+    """One measured figure against its limit (``op`` "<=" or ">="), with the line a person reads."""
     if measured is None:
         return Check(name, None, limit, False, f"{name}: no successful request to measure")
     ok = measured <= limit if op == "<=" else measured >= limit

@@ -2,8 +2,9 @@
 
 The serving colour records the pinned image it runs (``r1-image``) and the model asset (``r1-model``); the
 ``r1-vllm`` environment version registered for that image records the base it was built FROM
-(``base_image``). Now: the digest of ``R1_UPSTREAM_BASE`` as imported into the workspace registry, and the
-newest version of ``R1_MODEL_ASSET``'s name. The comparisons are pure; the reads are thin SDK calls.
+(``base_image``). Now: the digest ``R1_UPSTREAM_BASE``'s tag points at in its upstream registry (read with the
+registry API, tasks/redeploy/upstream_registry.py), and the newest version of ``R1_MODEL_ASSET``'s name. The
+comparisons are pure; the reads are thin calls.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import httpx
 from azure.core.exceptions import ResourceNotFoundError
 
+from tasks import clients
 from tasks.azureml.endpoint import read_live_state
 from tasks.cli import InputError
 from tasks.plan.specs import ENVIRONMENT_NAME
+from tasks.redeploy.upstream_registry import NotUpstream, UpstreamRegistryError, api_repository, upstream_digest
 from tasks.rollout.tags import IMAGE_TAG, MODEL_TAG
 from tasks.settings import Settings
 
@@ -152,14 +156,26 @@ def latest_model(ml: Any, s: Settings) -> str | None:
     return f"{name}:{max(numbered, key=int)}" if numbered else None
 
 
+def current_digest(s: Settings, base: UpstreamBase) -> str:
+    """The digest ``base``'s tag points at now, read from its upstream registry (NotUpstream if not served there)."""
+    base_url, verify = clients.upstream_registry(s, base.registry)
+    return upstream_digest(base_url, api_repository(base.registry, base.repository), base.tag, verify)
+
+
 def upstream_drift(ml: Any, acr: Any, s: Settings) -> list[InputChange]:
-    """Redeploy's check, read-only (no import, no build), for the status flow. The model is compared in full;
-    the base only as far as a read can: ARM answers an import with no digest, so learning the upstream's
-    digest means importing, which status never does (``acr`` is accepted for when a read exists)."""
+    """Redeploy's check, read-only (no import, no build), for the status flow: the upstream tag's digest and the
+    newest model version against what serves (``acr`` is not needed: the digest is read from the upstream)."""
     now = serving(ml, s.endpoint_name)
+    serving_base = now.base_image if now else None
     tracked = upstream_base(s.upstream_base)
-    base = base_change(now.base_image if now else None, None, tracked)
-    if tracked is not None:
-        base = InputChange("base", base.old, None, None,
-                           f"{base.note}; the upstream digest is learned by importing: run redeploy")
+    if tracked is None:
+        base = base_change(serving_base, None, None)
+    else:
+        try:
+            digest = current_digest(s, tracked)
+        except (NotUpstream, UpstreamRegistryError, httpx.HTTPError) as err:
+            base = InputChange("base", serving_base, None, None,
+                               f"{tracked.registry}/{tracked.reference}: the upstream could not be read: {err}")
+        else:
+            base = base_change(serving_base, f"{tracked.registry}/{tracked.repository}@{digest}", tracked)
     return [base, model_change(now.model if now else None, latest_model(ml, s), s)]

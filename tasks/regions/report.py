@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.regions.outcome import RegionRun
-from tasks.reports import markdown_table, png_data_uri, publish_markdown, publish_table, write_json, write_text
+from tasks.reports import (markdown_table, png_data_uri, publish_markdown, publish_table, save_png, write_json,
+                           write_text)
 
 COLOURS = {"promoted": "tab:green", "no-op": "tab:gray", "rolled back": "tab:orange", "refused": "tab:purple",
            "failed": "tab:red"}
@@ -33,11 +34,7 @@ def chart(runs: list[RegionRun], path: Path) -> Path | None:
     ax.invert_yaxis()
     ax.set_xlabel("seconds since the first region started")
     ax.set_title("Regions by wave")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def publish(folder: Path, outcome: str, reason: str, runs: list[RegionRun]) -> dict[str, Any]:

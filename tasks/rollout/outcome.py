@@ -35,7 +35,8 @@ def cli_outcome(result: dict[str, Any] | BaseException) -> tuple[int, dict[str, 
     """(exit code, outcome) for a flow's result: its dict, or the exception it ended with."""
     if not isinstance(result, BaseException):
         return EXIT_OK, result
-    label = {Refused: "refused", RolledBack: "rolled back"}.get(type(result), "failed")
+    label = getattr(result, "outcome", None) or {Refused: "refused", RolledBack: "rolled back"}.get(type(result),
+                                                                                                   "failed")
     reason = f"{type(result).__name__}: {result}" if label == "failed" else str(result)
     code = EXIT_INVALID if label == "refused" else EXIT_FAILED
     return code, {"outcome": label, "reason": reason, "report_dir": getattr(result, "report_dir", None)}

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from tasks.image.report import log_section
 from tasks.loadtest.record import RequestRecord
-from tasks.reports import (markdown_table, png_data_uri, publish_markdown, publish_table, run_logger, write_json,
-                           write_text)
+from tasks.reports import (markdown_table, png_data_uri, publish_markdown, publish_table, run_logger, save_png,
+                           write_json, write_text)
 from tasks.rollout.progress import Progress
 
 
@@ -145,11 +145,7 @@ def plot(records: list[RequestRecord], shares: list[tuple[float, float]], new: s
     ax2.set_xlabel("seconds since the live load started")
     ax2.set_ylim(-5, 105)
     ax2.legend(loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def publish(timeline: Timeline, outcome: str, reason: str, chart: Path | None = None) -> str:
