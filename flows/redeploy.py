@@ -15,9 +15,7 @@ subflow, with all its gates. The decisions live in ``tasks.redeploy``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sys
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -32,16 +30,14 @@ from tasks.cli import InputError, run_cli
 from tasks.image.build import ImageBuildFailed, build_from_settings
 from tasks.policy.bundle import bundle_from_files
 from tasks.policy.gate import IMAGE_CATEGORIES, gate, refusal
-from tasks.prefect_home import print_run_url
 from tasks.redeploy.base import import_base
 from tasks.redeploy.inputs import (
     InputChange, Serving, base_change, latest_model, model_change, needs_redeploy, serving, upstream_base,
 )
 from tasks.reports import publish_table
 from tasks.rollout import lock
-from tasks.rollout.outcome import cli_outcome
 from tasks.rollout.steps import Refused, RolledBack
-from tasks.run_report import current_run_id, publish_run, reported, run_folder
+from tasks.run_report import cli_run, current_run_id, publish_run, reported, run_folder
 from tasks.settings import Settings, load_settings
 
 FLOW = "redeploy"
@@ -120,13 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object on stdout")
     args = parser.parse_args(argv)
     upstream_base(load_settings().upstream_base)  # invalid input: exit 2 before Prefect starts
-    with contextlib.redirect_stdout(sys.stderr):
-        state = redeploy(return_state=True)
-    print_run_url(state.state_details.flow_run_id)
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, InputError):
-        raise result
-    code, outcome = cli_outcome(result)
+    code, outcome = cli_run(lambda: redeploy(return_state=True))
     print(json.dumps(outcome, default=str) if args.json else f"redeploy {outcome['outcome']}: {outcome['reason']}"
           + (f"\nreport: {outcome['report_dir']}" if outcome.get("report_dir") else ""))
     return code
