@@ -28,10 +28,11 @@ sys.path.insert(0, str(REPO_ROOT))
 from emulator import process  # noqa: E402
 from tasks import clients  # noqa: E402
 from tasks.settings import load_settings  # noqa: E402
-from tests.prefect_server_support import PrefectServer, deployed_project  # noqa: E402
+from tests.guard_support import GUARD, SPIKE, live_load  # noqa: E402
+from tests.prefect_server_support import (  # noqa: E402
+    PrefectServer, create_run, deployed_project, run_deployment, runs_of, wait_until,
+)
 from tests.rollout_support import fast_env, knobs, live_deployments  # noqa: E402
-from tests.test_guard import GUARD, SPIKE, live_load  # noqa: E402
-from tests.test_guard_e2e import create_run, run_deployment, runs_of, wait_until  # noqa: E402
 
 LIMIT_MS = float(GUARD["R1_GUARD__REQUEST_LATENCY_P95_MS"])
 

@@ -14,9 +14,7 @@ key and fetch it again on a 401 (``tasks.azureml.scoring``), so they ride throug
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import sys
 import time
 from typing import Any
 
@@ -29,13 +27,11 @@ from tasks.azureml.transient import transient
 from tasks.cli import InputError, run_cli
 from tasks.keys import ORDER, Rotated, no_keys, regenerate, verify, verify_spec
 from tasks.loadtest.client import Destination
-from tasks.prefect_home import print_run_url
 from tasks.reports import publish_table
 from tasks.rollout import steps as rollout_steps
 from tasks.rollout.lock import RolloutLocked, me
-from tasks.rollout.outcome import cli_outcome
 from tasks.rollout.steps import Refused
-from tasks.run_report import current_run_id, publish_run, reported, run_folder
+from tasks.run_report import cli_run, current_run_id, publish_run, reported, run_folder
 from tasks.settings import Settings, load_settings
 
 arm = task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 5, 15], retry_condition_fn=transient)
@@ -104,13 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.grace_seconds < 0:
         raise InputError(NEGATIVE_GRACE)
     load_settings()  # invalid settings: exit 2 before Prefect starts
-    with contextlib.redirect_stdout(sys.stderr):
-        state = rotate_keys(grace_seconds=args.grace_seconds, return_state=True)
-    print_run_url(state.state_details.flow_run_id)
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, InputError):
-        raise result
-    code, outcome = cli_outcome(result)
+    code, outcome = cli_run(lambda: rotate_keys(grace_seconds=args.grace_seconds, return_state=True))
     print(json.dumps(outcome) if args.json else f"rotate-keys {outcome['outcome']}: "
           f"{outcome.get('detail') or outcome['reason']}" + (f"\nreport: {outcome['report_dir']}"
                                                              if outcome.get("report_dir") else ""))

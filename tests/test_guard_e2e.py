@@ -5,48 +5,13 @@ blue serves 100 % again."""
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import pytest
 
-from tests.prefect_server_support import PrefectServer, deployed_project
-from tests.rollout_support import fast_env, knobs, live_deployments
 from tests.guard_support import GUARD, IMAGE_A, IMAGE_B, SPIKE, live_load
+from tests.prefect_server_support import deployed_project, run_deployment, runs_of, wait_until
+from tests.rollout_support import fast_env, knobs, live_deployments
 
 WORKER = {"R1_KEEP_OLD_WARM": "true", "R1_GUARD__MINUTES": "3", "R1_GUARD__INTERVAL_SECONDS": "3", **GUARD}
-
-
-def create_run(server: PrefectServer, name: str, parameters: dict[str, Any], env: dict[str, str] | None = None) -> str:
-    """A run of ``name`` as the UI's Run creates it (``env`` as its job variable); its id. With services on, SQLite
-    contention can answer 503 (the UI does not retry either): tried again a few times."""
-    with server.http() as http:
-        for _ in range(10):
-            run = http.post(f"/deployments/{server.deployment(name)['id']}/create_flow_run",
-                            json={"parameters": parameters, "job_variables": {"env": env or {}}})
-            if run.status_code != 503:
-                break
-            time.sleep(2)
-    return run.raise_for_status().json()["id"]
-
-
-def run_deployment(server: PrefectServer, name: str, parameters: dict[str, Any],
-                   env: dict[str, str] | None = None) -> dict[str, Any]:
-    """A run of ``name`` on the worker, once finished."""
-    return server.wait_finished(create_run(server, name, parameters, env))
-
-
-def runs_of(server: PrefectServer, name: str) -> list[dict[str, Any]]:
-    return server.flow_runs(server.deployment(name)["id"])
-
-
-def wait_until(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if found := predicate():
-            return found
-        time.sleep(1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
