@@ -16,14 +16,11 @@ import argparse
 import contextlib
 import json
 import sys
-import uuid
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
@@ -43,6 +40,7 @@ from tasks.rollout.progress import rollout_phases
 from tasks.rollout.reconcile import RolloutPlan, remaining_steps, settled
 from tasks.rollout.report import Timeline, plot, publish
 from tasks.rollout.steps import Refused, RolledBack, StepResult
+from tasks.run_report import current_run_id, run_folder
 from tasks.settings import Settings, load_settings
 
 
@@ -99,9 +97,8 @@ def rollout(image: str | None = None, traffic_steps: list[int] | None = None, ba
     given = dict(image=image, traffic_steps=traffic_steps, bake_seconds=bake_seconds, mirror_percent=mirror_percent,
                  require_approval=require_approval, model_asset=model_asset, keep_old_warm=keep_old_warm)
     s = load_settings(**{k: v for k, v in given.items() if v is not None})
-    ctx = FlowRunContext.get()
-    run_id = str(ctx.flow_run.id)[:8] if ctx and ctx.flow_run else uuid.uuid4().hex[:8]
-    timeline = Timeline(run_id, s.reports_dir / f"rollout-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{run_id}")
+    run_id = current_run_id()
+    timeline = Timeline(run_id, run_folder(s.reports_dir, "rollout", run_id))
     clients.prepare_target(s)
     ml, mine = clients.ml_client(s), me(run_id)
     try:
